@@ -1,0 +1,35 @@
+r"""zuko-lu: LU-Net normalizing flows for zuko and Pyro.
+
+The maths core, :mod:`zuko_lu.transforms`, depends on torch alone. The zuko face
+(:class:`LULinear`, :class:`LeakySoftplus`, :class:`LUNet`, ...) is loaded lazily on
+first access, so that ``import zuko_lu`` does not import zuko: importing zuko turns off
+torch's distribution argument validation, on which Pyro relies.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import importlib
+
+from typing import Any
+
+# name -> submodule that defines it (loaded on first access, PEP 562)
+_LAZY = {
+    "LULinear": "linear",
+    "LeakySoftplus": "activation",
+    "LUNet": "flows",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

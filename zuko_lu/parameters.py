@@ -1,0 +1,211 @@
+r"""Learnable parameters of an LU block, shared by the zuko and the Pyro faces.
+
+This module depends on :mod:`torch` alone.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DIAGONALS",
+    "INITS",
+    "LUParameters",
+]
+
+import torch
+import torch.nn as nn
+
+from torch import Tensor
+
+from .transforms import LUTransform
+
+DIAGONALS = ("exp", "softplus")
+INITS = ("identity", "orthogonal")
+EPS = 1e-3  # floor of |U_ii| with the softplus diagonal
+
+
+def check_features(features: int, name: str = "features") -> int:
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {features!r}")
+    return features
+
+
+def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+class LUParameters(nn.Module):
+    r"""Creates the learnable parameters of an LU block :math:`y = P L U x + b`.
+
+    One :math:`D \times D` parameter :math:`R` holds every free entry: its strictly lower
+    part is :math:`L`'s, its strictly upper part is :math:`U`'s, and its diagonal
+    :math:`r` parameterises :math:`U`'s diagonal so that it can never reach zero,
+
+    .. math::
+        U_{ii} = \sigma_i e^{r_i} \quad \text{(exp, the default)} \qquad \text{or} \qquad
+        U_{ii} = \sigma_i (\operatorname{softplus}(r_i) + 10^{-3}) \quad \text{(softplus)},
+
+    with a fixed sign :math:`\sigma_i \in \{-1, +1\}`. With the exp diagonal,
+    :math:`\log |\det W| = \sum_i r_i` exactly.
+
+    Two initialisations, both with :math:`\operatorname{cond}(W) = 1`: the identity
+    (:math:`R = 0`, :math:`b = 0`), and the PLU factors of a random orthogonal matrix,
+    with the permutation :math:`P` kept fixed (Glow's).
+
+    A context can shift the parameters (see :meth:`forward`): with ``"diag"`` it
+    shifts :math:`\log |U_{ii}|` through a scale of the output and shifts :math:`b`
+    (:math:`2D` numbers per context; :math:`L` and :math:`U` stay shared, nothing
+    :math:`D \times D` is formed per context); with ``"full"`` it shifts all of
+    :math:`R` and :math:`b` (:math:`D^2 + D` numbers per context).
+
+    In eval mode with gradients off, the transformation (and so :math:`W` and what the
+    inverse needs) is built once and reused until a parameter or buffer changes: an
+    optimizer step, :meth:`load_state_dict`, :meth:`to`, or an in-place edit. An edit
+    through ``.data`` is invisible to autograd's version counters: call
+    :meth:`clear_cache` after one.
+
+    Arguments:
+        features: The number of features :math:`D`.
+        bias: Whether the block has a bias :math:`b`.
+        init: The initialisation, ``"identity"`` or ``"orthogonal"``.
+        diagonal: The parameterisation of :math:`U`'s diagonal, ``"exp"`` or ``"softplus"``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> params = LUParameters(3, init="orthogonal")
+        >>> t = params()
+        >>> W = t.weight
+        >>> torch.allclose(W @ W.T, torch.eye(3), atol=1e-6)
+        True
+        >>> params.context_features("diag"), params.context_features("full")
+        (6, 12)
+    """
+
+    def __init__(
+        self,
+        features: int,
+        bias: bool = True,
+        init: str = "identity",
+        diagonal: str = "exp",
+    ) -> None:
+        super().__init__()
+
+        self.features = D = check_features(features)
+        self.diagonal = check_choice(diagonal, DIAGONALS, "diagonal")
+        check_choice(init, INITS, "init")
+
+        R = torch.zeros(D, D)
+        sign = torch.ones(D)
+        perm = None
+
+        if init == "orthogonal":
+            Q, _ = torch.linalg.qr(torch.randn(D, D))
+            P, L, U = torch.linalg.lu(Q)
+            R = L.tril(-1) + U.triu(1)
+            d = U.diagonal()
+            sign = d.sign()
+            R.diagonal().copy_(self._unconstrain(d.abs()))
+            perm = P.argmax(dim=1)  # (P v)_i = v_{perm_i}
+        else:
+            R.diagonal().copy_(self._unconstrain(torch.ones(D)))
+
+        self.R = nn.Parameter(R)
+        self.bias = nn.Parameter(torch.zeros(D)) if bias else None
+        self.register_buffer("sign", sign)
+        self.register_buffer("perm", perm)
+
+        self._cache_key = None
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        bias = self.bias is not None
+        return f"features={self.features}, bias={bias}, diagonal={self.diagonal!r}"
+
+    def _constrain(self, r: Tensor) -> Tensor:
+        if self.diagonal == "exp":
+            return r.exp()
+        return nn.functional.softplus(r) + EPS
+
+    def _unconstrain(self, d: Tensor) -> Tensor:
+        if self.diagonal == "exp":
+            return d.log()
+        d = (d - EPS).clamp(min=EPS)
+        return d + torch.log(-torch.expm1(-d))  # inverse softplus
+
+    def context_features(self, mode: str) -> int:
+        r"""Returns how many numbers a context must give in a conditioning mode."""
+
+        check_choice(mode, ("diag", "full"), "conditioning")
+        D, b = self.features, int(self.bias is not None)
+        return (1 + b) * D if mode == "diag" else D * D + b * D
+
+    def pack(self, R: Tensor) -> Tensor:
+        r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R`."""
+
+        d = self.sign * self._constrain(R.diagonal(dim1=-2, dim2=-1))
+        return torch.diagonal_scatter(R, d, dim1=-2, dim2=-1)
+
+    def clear_cache(self) -> None:
+        r"""Drops the cached transformation of eval mode."""
+
+        self._cache_key = self._cache = None
+
+    def _key(self) -> tuple:
+        return tuple(
+            (id(t), t.data_ptr(), t._version, t.dtype, t.device)
+            for t in (*self.parameters(), *self.buffers())
+        )
+
+    def forward(self, shift: Tensor | None = None, mode: str = "diag") -> LUTransform:
+        r"""
+        Arguments:
+            shift: Raw shifts given by a context, with shape :math:`(*, K)` where
+                :math:`K` is :meth:`context_features` of `mode`.
+            mode: The conditioning mode, ``"diag"`` or ``"full"``.
+
+        Returns:
+            The transformation :math:`y = P L U x + b`.
+        """
+
+        if shift is None:
+            cached = not self.training and not torch.is_grad_enabled()
+
+            if cached and self._cache is not None and self._cache_key == self._key():
+                return self._cache
+
+            t = LUTransform(self.pack(self.R), self.bias, perm=self.perm)
+
+            if cached:
+                _ = t.weight  # formed once, reused after
+                self._cache, self._cache_key = t, self._key()
+
+            return t
+
+        K = self.context_features(mode)
+
+        if shift.shape[-1] != K:
+            raise ValueError(
+                f"shift: expected a last dimension of size {K}, got shape {tuple(shift.shape)}"
+            )
+
+        D = self.features
+        bias = self.bias
+
+        if mode == "diag":
+            log_scale = shift[..., :D]
+            if bias is not None:
+                bias = bias + shift[..., D:]
+            return LUTransform(self.pack(self.R), bias, log_scale=log_scale, perm=self.perm)
+
+        R = self.R + shift[..., : D * D].unflatten(-1, (D, D))
+        if bias is not None:
+            bias = bias + shift[..., D * D :]
+        return LUTransform(self.pack(R), bias, perm=self.perm)
+
+    @torch.no_grad()
+    def condition_number(self) -> float:
+        r"""Returns the 2-norm condition number of :math:`W`, in float64."""
+
+        W = LUTransform(self.pack(self.R).double(), perm=self.perm).weight
+        return torch.linalg.cond(W).item()

@@ -1,0 +1,288 @@
+r"""The maths core of LU-Net: invertible transformations built from tensors.
+
+This module depends on :mod:`torch` alone. It is shared by the zuko face
+(:mod:`zuko_lu.linear`, :mod:`zuko_lu.activation`, :mod:`zuko_lu.flows`) and the Pyro
+face (:mod:`zuko_lu.pyro`), so that both run the same code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LUTransform",
+    "LeakySoftplusTransform",
+]
+
+import torch
+import torch.nn.functional as F
+
+from torch import LongTensor, Tensor
+from torch.distributions import Transform, constraints
+
+# Newton steps of the leaky-softplus inverse without autograd, before the last one with
+# it. Measured from the start below: relative error 1e-7 after 4 steps, 4e-15 after 5
+# and 6e-16 after 6, the worst case lying near y = 1.
+NEWTON_STEPS = 5
+
+
+class LUTransform(Transform):
+    r"""Creates an LU linear transformation.
+
+    .. math:: y = s \odot (P L U x) + b
+
+    where :math:`L` is unit lower triangular, :math:`U` upper triangular, :math:`P` an
+    optional fixed permutation and :math:`s` an optional positive scale. Its Jacobian's
+    log-absolute-determinant is an :math:`O(D)` sum
+
+    .. math:: \log |\det J| = \sum_i \log |U_{ii}| + \sum_i \log s_i .
+
+    The forward applies one matrix product with :math:`W = P L U`; the inverse applies
+    two triangular solves, :math:`x = U^{-1} L^{-1} P^T (y - b) / s`, on the batch as it
+    lies (no transposes, no dense solve).
+
+    Arguments:
+        LU: The packed factors, with shape :math:`(*, D, D)`, in the layout of
+            :func:`torch.linalg.lu_factor`: the strictly lower part holds :math:`L`'s
+            (its unit diagonal is implied) and the upper part with the diagonal holds
+            :math:`U`'s. Leading dimensions broadcast against :math:`x`.
+        bias: The bias :math:`b`, with shape :math:`(*, D)`.
+        log_scale: The log-scale :math:`\log s`, with shape :math:`(*, D)`. It lets a
+            context rescale a shared :math:`LU` cheaply
+            (:math:`s \odot LU = L' U'` with :math:`L' = S L S^{-1}`, :math:`U' = S U`).
+        perm: A permutation of :math:`(0, \dots, D - 1)`, with :math:`(Pv)_i = v_{p_i}`.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> LU = torch.eye(3) + 0.1 * torch.randn(3, 3)
+        >>> t = LUTransform(LU, bias=torch.ones(3))
+        >>> x = torch.randn(2, 3)
+        >>> y = t(x)
+        >>> torch.allclose(t.inv(y), x, atol=1e-6)
+        True
+        >>> t.log_abs_det_jacobian(x, y)
+        tensor([-0.0461, -0.0461])
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(
+        self,
+        LU: Tensor,
+        bias: Tensor | None = None,
+        log_scale: Tensor | None = None,
+        perm: LongTensor | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+
+        if LU.dim() < 2 or LU.shape[-1] != LU.shape[-2]:
+            raise ValueError(
+                f"LU: expected a square matrix of shape (*, D, D), got {tuple(LU.shape)}"
+            )
+
+        D = LU.shape[-1]
+
+        for name, value in (("bias", bias), ("log_scale", log_scale)):
+            if value is not None and (value.dim() < 1 or value.shape[-1] != D):
+                raise ValueError(f"{name}: expected shape (*, {D}), got {tuple(value.shape)}")
+
+        if perm is not None and perm.shape != (D,):
+            raise ValueError(f"perm: expected shape ({D},), got {tuple(perm.shape)}")
+
+        self.LU = LU
+        self.bias = bias
+        self.log_scale = log_scale
+        self.perm = perm
+        self._W = None
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(features={self.features})"
+
+    @property
+    def features(self) -> int:
+        return self.LU.shape[-1]
+
+    @property
+    def weight(self) -> Tensor:
+        r"""The matrix :math:`W = P L U`, formed once per transformation."""
+
+        if self._W is None:
+            U = self.LU.triu()
+            W = U + self.LU.tril(-1) @ U  # (I + L') U
+
+            if self.perm is not None:
+                W = W[..., self.perm, :]
+
+            self._W = W
+
+        return self._W
+
+    def _check(self, x: Tensor, name: str) -> None:
+        if x.dim() < 1 or x.shape[-1] != self.features:
+            raise ValueError(
+                f"{name}: expected a last dimension of size {self.features}, got shape "
+                f"{tuple(x.shape)}"
+            )
+
+    def _call(self, x: Tensor) -> Tensor:
+        self._check(x, "x")
+
+        W = self.weight
+
+        if W.dim() == 2:
+            y = F.linear(x, W)
+        else:
+            y = (W @ x.unsqueeze(-1)).squeeze(-1)
+
+        if self.log_scale is not None:
+            y = y * self.log_scale.exp()
+
+        if self.bias is not None:
+            y = y + self.bias
+
+        return y
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        self._check(y, "y")
+
+        if self.bias is not None:
+            y = y - self.bias
+
+        if self.log_scale is not None:
+            y = y * (-self.log_scale).exp()
+
+        if self.perm is not None:
+            y = y[..., torch.argsort(self.perm)]
+
+        # Row vectors: y = x U^T L^T. The solves read only the triangle they are told to,
+        # so the packed matrix is passed as it is.
+        LUt = self.LU.mT
+        batched = LUt.dim() > 2
+
+        if batched:
+            y = y.unsqueeze(-2)
+
+        z = torch.linalg.solve_triangular(LUt, y, upper=True, left=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(LUt, z, upper=False, left=False)
+
+        if batched:
+            x = x.squeeze(-2)
+
+        return x
+
+    def _ladj(self) -> Tensor:
+        ladj = self.LU.diagonal(dim1=-2, dim2=-1).abs().log().sum(dim=-1)
+
+        if self.log_scale is not None:
+            ladj = ladj + self.log_scale.sum(dim=-1)
+
+        return ladj
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._ladj().expand(x.shape[:-1])
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Returns both :math:`y = f(x)` and :math:`\log |\det J_f(x)|`."""
+
+        y = self(x)
+
+        return y, self._ladj().expand(y.shape[:-1])
+
+
+def softplus(x: Tensor) -> Tensor:
+    r"""Returns :math:`\log(1 + e^x)`, exactly (:func:`torch.nn.functional.softplus`
+    switches to the identity above 20, an error of 2e-9 that float64 would see)."""
+
+    return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+
+
+class LeakySoftplusTransform(Transform):
+    r"""Creates the leaky-softplus activation of LU-Net, elementwise.
+
+    .. math::
+        y = \alpha x + (1 - \alpha) \log(1 + e^x), \qquad
+        \frac{dy}{dx} = \alpha + (1 - \alpha) \sigma(x) \in (\alpha, 1)
+
+    The map is strictly increasing and convex. Its inverse has no closed form; it is
+    computed by Newton's method from the upper bound :math:`x_0 = \min(y, y / \alpha)`,
+    from which the iterates decrease monotonically to the root. A fixed number of steps
+    (no data-dependent loop, no host-device synchronisation) reaches float64 precision
+    over the whole real line. The steps run without autograd and one last step is
+    differentiated, which gives the implicit-function gradient
+    :math:`\partial x / \partial y = 1 / \phi'(x)`.
+
+    References:
+        | LU-Net: Invertible Neural Networks Based on Matrix Factorization (Chan et al., 2023)
+        | https://arxiv.org/abs/2302.10524
+
+    Arguments:
+        alpha: The slope :math:`\alpha \in (0, 1)` as :math:`x \to -\infty`, a float or a
+            tensor that broadcasts against :math:`x` (per-feature slopes).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> t = LeakySoftplusTransform(alpha=0.1)
+        >>> x = torch.tensor([-10.0, 0.0, 10.0])
+        >>> y = t(x)
+        >>> y
+        tensor([-1.0000,  0.6238, 10.0000])
+        >>> t.inv(y).round(decimals=4)
+        tensor([-10.,   0.,  10.])
+        >>> t.log_abs_det_jacobian(x, y)
+        tensor([-2.3022e+00, -5.9784e-01, -4.0866e-05])
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, alpha: float | Tensor = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+
+        if isinstance(alpha, Tensor):
+            # A check would synchronise with the device; tensors are checked on the CPU.
+            if alpha.device.type == "cpu" and not torch.compiler.is_compiling():
+                if not ((alpha > 0) & (alpha < 1)).all():
+                    raise ValueError("alpha: expected values in the open interval (0, 1)")
+        elif not 0 < alpha < 1:
+            raise ValueError(f"alpha: expected a value in the open interval (0, 1), got {alpha}")
+
+        self.alpha = alpha
+
+    def __repr__(self) -> str:
+        alpha = self.alpha if isinstance(self.alpha, float) else "tensor"
+        return f"{self.__class__.__name__}(alpha={alpha})"
+
+    def _phi(self, x: Tensor) -> Tensor:
+        return self.alpha * x + (1 - self.alpha) * softplus(x)
+
+    def _log_dphi(self, x: Tensor) -> Tensor:
+        alpha = torch.as_tensor(self.alpha, dtype=x.dtype, device=x.device)
+        return torch.logaddexp(alpha.log(), torch.log1p(-alpha) + F.logsigmoid(x))
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self._phi(x)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        alpha = self.alpha
+
+        with torch.no_grad():
+            a = alpha.detach() if isinstance(alpha, Tensor) else alpha
+            x = torch.where(y > 0, y, y / a)  # phi(x) >= max(x, a x): an upper bound
+
+            for _ in range(NEWTON_STEPS):
+                fx = a * x + (1 - a) * softplus(x) - y
+                x = x - fx / (a + (1 - a) * torch.sigmoid(x))
+
+        # One differentiable step: exact value, implicit-function gradient.
+        return x - (self._phi(x) - y) / (alpha + (1 - alpha) * torch.sigmoid(x))
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._log_dphi(x)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Returns both :math:`y = \phi(x)` and :math:`\log \phi'(x)`."""
+
+        return self._phi(x), self._log_dphi(x)
