@@ -19,6 +19,11 @@ _LAZY = {
     "LULinear": "linear",
     "LeakySoftplus": "activation",
     "LUNet": "flows",
+    "LUMAF": "hybrids",
+    "LUNSF": "hybrids",
+    "LURealNVP": "hybrids",
+    "interleave": "hybrids",
+    "compose": "hybrids",
 }
 
 __all__ = sorted(_LAZY)
