@@ -1,0 +1,163 @@
+r"""Tests of the maths core, zuko_lu.transforms and zuko_lu.parameters."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from checks import check_transform
+
+from zuko_lu.parameters import LUParameters
+from zuko_lu.transforms import LeakySoftplusTransform, LUTransform
+
+DTYPES = [torch.float32, torch.float64]
+FEATURES = [1, 2, 5, 64]
+
+
+def random_lu(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    D = shape[-1]
+    LU = torch.randn(*shape, dtype=dtype, device=device) / D**0.5
+    d = LU.diagonal(dim1=-2, dim2=-1)
+    d.copy_(d.sign() * (1 + d.abs()))  # |U_ii| >= 1, either sign
+    return LU
+
+
+def test_core_does_not_import_zuko():
+    code = (
+        "import zuko_lu.transforms, zuko_lu.parameters, zuko_lu, sys; print('zuko' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", FEATURES)
+def test_lu_transform(D, dtype, device):
+    LU = random_lu(D, D, dtype=dtype, device=device)
+    b = torch.randn(D, dtype=dtype, device=device)
+    x = torch.randn(16, D, dtype=dtype, device=device)
+
+    check_transform(LUTransform(LU, b), x)
+    check_transform(LUTransform(LU), x)
+    check_transform(LUTransform(LU, b, perm=torch.randperm(D, device=device)), x)
+
+    # batch of parameters (one per row), with an output scale
+    LUs = random_lu(16, D, D, dtype=dtype, device=device)
+    s = 0.1 * torch.randn(16, D, dtype=dtype, device=device)
+    check_transform(LUTransform(LUs, b, log_scale=s), x)
+
+    # extra batch dims
+    t = LUTransform(LU, b)
+    y = t(x.reshape(4, 4, D))
+    assert y.shape == (4, 4, D) and t.log_abs_det_jacobian(x, y).shape == (16,)
+    assert t.call_and_ladj(x.reshape(4, 4, D))[1].shape == (4, 4)
+
+
+def test_lu_transform_reads_only_its_triangles(device):
+    # the packed layout: L's unit diagonal is implied, U's diagonal is LU's
+    LU = random_lu(6, 6, dtype=torch.float64, device=device)
+    L = LU.tril(-1) + torch.eye(6, dtype=torch.float64, device=device)
+    U = LU.triu()
+    x = torch.randn(3, 6, dtype=torch.float64, device=device)
+    t = LUTransform(LU)
+    assert torch.allclose(t(x), x @ (L @ U).T)
+    assert torch.allclose(t.inv(x), torch.linalg.solve(L @ U, x.T).T)
+    assert torch.allclose(t.log_abs_det_jacobian(x, x), torch.linalg.slogdet(L @ U).logabsdet)
+
+
+def test_lu_transform_gradients(device):
+    LU = random_lu(4, 4, dtype=torch.float64, device=device).requires_grad_()
+    b = torch.randn(4, dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(5, 4, dtype=torch.float64, device=device)
+
+    def f(LU, b):
+        y = LUTransform(LU, b).inv(x)
+        return y.square().sum()
+
+    assert torch.autograd.gradcheck(f, (LU, b))
+
+
+def test_lu_transform_bad_input():
+    with pytest.raises(ValueError, match="LU: expected a square"):
+        LUTransform(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="bias: expected shape"):
+        LUTransform(torch.eye(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="x: expected a last dimension of size 3"):
+        LUTransform(torch.eye(3))(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="y: expected a last dimension of size 3"):
+        LUTransform(torch.eye(3)).inv(torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_leaky_softplus_roundtrip_whole_line(dtype, device):
+    x = torch.cat(
+        [
+            torch.linspace(-1e4, 1e4, 100001, dtype=dtype, device=device),
+            torch.linspace(-30, 30, 100001, dtype=dtype, device=device),
+        ]
+    )
+    t = LeakySoftplusTransform(0.1)
+    err = (t.inv(t(x)) - x).abs() / x.abs().clamp(min=1)
+    bound = 1e-12 if dtype == torch.float64 else 1e-5
+    assert err.max() <= bound, err.max()
+    assert torch.isfinite(t.log_abs_det_jacobian(x, t(x))).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", FEATURES)
+def test_leaky_softplus(D, dtype, device):
+    from torch.distributions.transforms import IndependentTransform
+
+    x = 3 * torch.randn(16, D, dtype=dtype, device=device)
+    check_transform(IndependentTransform(LeakySoftplusTransform(0.1), 1), x)
+    alpha = torch.rand(D, dtype=dtype, device=device) * 0.9 + 0.05
+    check_transform(IndependentTransform(LeakySoftplusTransform(alpha), 1), x)
+
+
+def test_leaky_softplus_inverse_gradient():
+    y = torch.randn(20, dtype=torch.float64, requires_grad=True)
+    alpha = torch.full((20,), 0.3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y, a: LeakySoftplusTransform(a).inv(y), (y, alpha))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.5, 2.0, torch.tensor([0.5, 1.5])])
+def test_leaky_softplus_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha: expected"):
+        LeakySoftplusTransform(alpha)
+
+
+@pytest.mark.parametrize("init", ["identity", "orthogonal"])
+@pytest.mark.parametrize("diagonal", ["exp", "softplus"])
+def test_parameters_init_well_conditioned(init, diagonal):
+    params = LUParameters(128, init=init, diagonal=diagonal)
+    assert params.condition_number() < 1 + 1e-4
+    assert abs(params().log_abs_det_jacobian(torch.zeros(1, 128), None).item()) < 1e-2
+
+
+def test_parameters_diagonal_never_zero():
+    params = LUParameters(3, diagonal="softplus")
+    with torch.no_grad():
+        params.R.fill_(-1e4)
+    assert (params.pack(params.R).diagonal().abs() >= 1e-3).all()
+
+
+@pytest.mark.parametrize("mode", ["diag", "full"])
+def test_parameters_shift(mode, device):
+    params = LUParameters(5, init="orthogonal").to(device).double()
+    shift = 0.1 * torch.randn(8, params.context_features(mode), dtype=torch.float64, device=device)
+    x = torch.randn(8, 5, dtype=torch.float64, device=device)
+    check_transform(params(shift, mode), x)
+
+    with pytest.raises(ValueError, match="shift: expected a last dimension"):
+        params(shift[:, :-1], mode)
+
+
+def test_parameters_bad_input():
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="features: expected an integer >= 1"):
+            LUParameters(bad)
+    with pytest.raises(ValueError, match="init: expected one of"):
+        LUParameters(3, init="paper")
+    with pytest.raises(ValueError, match="diagonal: expected one of"):
+        LUParameters(3, diagonal="raw")
