@@ -59,8 +59,9 @@ class LUParameters(nn.Module):
     :math:`D \times D` is formed per context); with ``"full"`` it shifts all of
     :math:`R` and :math:`b` (:math:`D^2 + D` numbers per context).
 
-    In eval mode with gradients off, the transformation (and so :math:`W` and what the
-    inverse needs) is built once and reused until a parameter or buffer changes: an
+    In eval mode with gradients off, the transformation (and so :math:`W` and
+    :math:`W^{-1}`, see :meth:`LUTransform.precompute`) is built once and reused until
+    a parameter or buffer changes: an
     optimizer step, :meth:`load_state_dict`, :meth:`to`, or an in-place edit. An edit
     through ``.data`` is invisible to autograd's version counters: call
     :meth:`clear_cache` after one.
@@ -177,7 +178,7 @@ class LUParameters(nn.Module):
             t = LUTransform(self.pack(self.R), self.bias, perm=self.perm)
 
             if cached:
-                _ = t.weight  # formed once, reused after
+                t.precompute()  # W, W^-1 formed once, reused after
                 self._cache, self._cache_key = t, self._key()
 
             return t

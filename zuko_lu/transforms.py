@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor
 from torch.distributions import Transform, constraints
 
-# Newton steps of the leaky-softplus inverse without autograd, before the last one with
-# it. Measured from the start below: relative error 1e-7 after 4 steps, 4e-15 after 5
-# and 6e-16 after 6, the worst case lying near y = 1.
-NEWTON_STEPS = 5
+# Newton steps of the leaky-softplus inverse without autograd, before a last one with it.
+# Measured from the start below (relative error, worst case over the real line, near
+# y = 1): 4.9e-4, 1e-7, 3.8e-15, 6.7e-16 after 3, 4, 5, 6 steps in float64, and
+# 3.6e-7 (the float32 floor) after 4 steps in float32.
+NEWTON_STEPS = {torch.float64: 4}
+NEWTON_STEPS_DEFAULT = 3
 
 
 class LUTransform(Transform):
@@ -95,6 +97,8 @@ class LUTransform(Transform):
         self.log_scale = log_scale
         self.perm = perm
         self._W = None
+        self._W_inv = None
+        self._c_inv = None
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(features={self.features})"
@@ -118,6 +122,34 @@ class LUTransform(Transform):
 
         return self._W
 
+    def precompute(self) -> LUTransform:
+        r"""Forms :math:`W`, :math:`W^{-1}` and :math:`\log |\det W|` once, for a
+        transformation that is applied many times (eval mode), and returns it.
+
+        Afterwards the inverse is one matrix product, :math:`x = W^{-1} y - W^{-1} b`,
+        as cheap as the forward. :math:`W^{-1} = U^{-1} L^{-1} P^T` is formed by
+        triangular solves in float64 and rounded once to the working precision, so
+        that it is as accurate as the solves it replaces (measured in the tests).
+        Batched factors and output scales keep the solves.
+        """
+
+        _ = self.weight
+
+        if self.LU.dim() == 2 and self.log_scale is None and self._W_inv is None:
+            LU = self.LU.double()
+            I = torch.eye(self.features, dtype=LU.dtype, device=LU.device)
+            M = torch.linalg.solve_triangular(LU, I, upper=False, unitriangular=True)
+            M = torch.linalg.solve_triangular(LU, M, upper=True)  # U^-1 L^-1
+
+            if self.perm is not None:
+                M = M[:, self.perm]  # A P^T = A[:, perm]
+
+            self._W_inv = M.to(self.LU.dtype)
+            if self.bias is not None and self.bias.dim() == 1:
+                self._c_inv = -(M @ self.bias.double()).to(self.LU.dtype)
+
+        return self
+
     def _check(self, x: Tensor, name: str) -> None:
         if x.dim() < 1 or x.shape[-1] != self.features:
             raise ValueError(
@@ -130,7 +162,11 @@ class LUTransform(Transform):
 
         W = self.weight
 
-        if W.dim() == 2:
+        if W.dim() == 2 and self.log_scale is None:
+            if self.bias is None or self.bias.dim() == 1:
+                return F.linear(x, W, self.bias)  # one GEMM, the bias fused
+            y = F.linear(x, W)
+        elif W.dim() == 2:
             y = F.linear(x, W)
         else:
             y = (W @ x.unsqueeze(-1)).squeeze(-1)
@@ -145,6 +181,9 @@ class LUTransform(Transform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         self._check(y, "y")
+
+        if self._W_inv is not None and (self.bias is None or self._c_inv is not None):
+            return F.linear(y, self._W_inv, self._c_inv)
 
         if self.bias is not None:
             y = y - self.bias
@@ -191,10 +230,11 @@ class LUTransform(Transform):
 
 
 def softplus(x: Tensor) -> Tensor:
-    r"""Returns :math:`\log(1 + e^x)`, exactly (:func:`torch.nn.functional.softplus`
-    switches to the identity above 20, an error of 2e-9 that float64 would see)."""
+    r"""Returns :math:`\log(1 + e^x)`, exact in float64 too: the default threshold of
+    :func:`torch.nn.functional.softplus` (the identity above 20) errs by 2e-9, while
+    above 40 the error, 4e-18, is below float64's resolution."""
 
-    return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+    return F.softplus(x, threshold=40.0)
 
 
 class LeakySoftplusTransform(Transform):
@@ -256,7 +296,7 @@ class LeakySoftplusTransform(Transform):
         return f"{self.__class__.__name__}(alpha={alpha})"
 
     def _phi(self, x: Tensor) -> Tensor:
-        return self.alpha * x + (1 - self.alpha) * softplus(x)
+        return torch.lerp(softplus(x), x, self.alpha)
 
     def _log_dphi(self, x: Tensor) -> Tensor:
         alpha = torch.as_tensor(self.alpha, dtype=x.dtype, device=x.device)
@@ -267,14 +307,15 @@ class LeakySoftplusTransform(Transform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         alpha = self.alpha
+        steps = NEWTON_STEPS.get(y.dtype, NEWTON_STEPS_DEFAULT)
 
         with torch.no_grad():
             a = alpha.detach() if isinstance(alpha, Tensor) else alpha
             x = torch.where(y > 0, y, y / a)  # phi(x) >= max(x, a x): an upper bound
 
-            for _ in range(NEWTON_STEPS):
-                fx = a * x + (1 - a) * softplus(x) - y
-                x = x - fx / (a + (1 - a) * torch.sigmoid(x))
+            for _ in range(steps):  # in place: 8 elementwise kernels a step
+                f = torch.lerp(softplus(x), x, a).sub_(y)
+                x.sub_(f.div_(torch.sigmoid(x).mul_(1 - a).add_(a)))
 
         # One differentiable step: exact value, implicit-function gradient.
         return x - (self._phi(x) - y) / (alpha + (1 - alpha) * torch.sigmoid(x))
