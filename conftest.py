@@ -18,6 +18,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     return device
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # the suite's tensors are small: one thread avoids oversubscribing shared cores
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def torch_seed() -> Iterator[None]:
     with torch.random.fork_rng():

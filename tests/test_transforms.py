@@ -47,8 +47,9 @@ def test_lu_transform(D, dtype, device):
     s = 0.1 * torch.randn(16, D, dtype=dtype, device=device)
     check_transform(LUTransform(LUs, b, log_scale=s), x)
 
-    # extra batch dims
+    # a single vector, and extra batch dims
     t = LUTransform(LU, b)
+    assert torch.allclose(t.inv(t(x[0])), x[0], atol=1e-4)
     y = t(x.reshape(4, 4, D))
     assert y.shape == (4, 4, D) and t.log_abs_det_jacobian(x, y).shape == (16,)
     assert t.call_and_ladj(x.reshape(4, 4, D))[1].shape == (4, 4)

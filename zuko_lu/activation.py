@@ -16,7 +16,7 @@ from zuko.lazy import LazyTransform
 from zuko.transforms import DependentTransform
 
 from .parameters import check_features
-from .transforms import LeakySoftplusTransform
+from .transforms import LeakySoftplusTransform, slope
 
 
 class LeakySoftplus(LazyTransform):
@@ -80,5 +80,5 @@ class LeakySoftplus(LazyTransform):
             The activation, over the last dimension.
         """
 
-        alpha = self.alpha if self.logit is None else torch.sigmoid(self.logit)
+        alpha = self.alpha if self.logit is None else slope(self.logit)
         return DependentTransform(LeakySoftplusTransform(alpha), 1)

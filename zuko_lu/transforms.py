@@ -197,15 +197,15 @@ class LUTransform(Transform):
         # Row vectors: y = x U^T L^T. The solves read only the triangle they are told to,
         # so the packed matrix is passed as it is.
         LUt = self.LU.mT
-        batched = LUt.dim() > 2
+        rows = LUt.dim() > 2 or y.dim() == 1  # solves need (*, 1, D) rows then
 
-        if batched:
+        if rows:
             y = y.unsqueeze(-2)
 
         z = torch.linalg.solve_triangular(LUt, y, upper=True, left=False, unitriangular=True)
         x = torch.linalg.solve_triangular(LUt, z, upper=False, left=False)
 
-        if batched:
+        if rows:
             x = x.squeeze(-2)
 
         return x
@@ -227,6 +227,13 @@ class LUTransform(Transform):
         y = self(x)
 
         return y, self._ladj().expand(y.shape[:-1])
+
+
+def slope(logit: Tensor) -> Tensor:
+    r"""Returns a learnable slope :math:`\alpha = \operatorname{sigmoid}(a)`, kept inside
+    :math:`[10^{-4}, 1 - 10^{-4}]` so that rounding never puts it on 0 or 1."""
+
+    return torch.sigmoid(logit).clamp(1e-4, 1 - 1e-4)
 
 
 def softplus(x: Tensor) -> Tensor:
