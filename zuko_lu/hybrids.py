@@ -1,0 +1,360 @@
+r"""LU blocks inside other flows: interleaving, hybrid builders and composition by name.
+
+zuko's builders separate their transformations by fixed permutations (MAF's alternating
+orders, RealNVP's alternating masks, GF's random rotations). An LU block is their
+learned generalisation, as Glow's 1x1 convolutions generalised RealNVP's permutations.
+
+:func:`compose` builds flows by name from the ``zuko.transforms`` entry-point group,
+where :mod:`zuko_lu.zoo` puts zuko's own transformations under short names.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LUMAF",
+    "LUNSF",
+    "LURealNVP",
+    "compose",
+    "interleave",
+]
+
+import copy
+import inspect
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from zuko.distributions import DiagNormal
+from zuko.flows import (
+    MAF,
+    NSF,
+    ElementWiseTransform,
+    FFJTransform,
+    GeneralCouplingTransform,
+    MaskedAutoregressiveTransform,
+    RealNVP,
+)
+from zuko.lazy import (
+    Flow,
+    LazyComposedTransform,
+    LazyInverse,
+    LazyTransform,
+    UnconditionalDistribution,
+)
+
+from . import registry
+from .linear import LULinear
+from .parameters import check_features
+
+
+def _context_of(t: nn.Module, features: int) -> int | None:
+    r"""Returns the context width a lazy transformation takes, or :py:`None` if its type
+    tells nothing (a context-free transformation, or an unknown type)."""
+
+    if isinstance(t, LazyInverse):
+        return _context_of(t.transform, features)
+    if isinstance(t, LazyComposedTransform):
+        found = {_context_of(s, features) for s in t.transforms} - {None}
+        return found.pop() if len(found) == 1 else None
+    if isinstance(getattr(t, "context", None), int) and not isinstance(t.context, bool):
+        return t.context
+
+    net = getattr(t, "ode", None) if isinstance(t, FFJTransform) else getattr(t, "hyper", None)
+    widths = [getattr(m, "in_features", None) for m in net.modules()] if net else []
+    width = next((w for w in widths if isinstance(w, int)), None)
+    if isinstance(t, MaskedAutoregressiveTransform):
+        return width - features
+    if isinstance(t, GeneralCouplingTransform):
+        return width - int(t.mask.sum())
+    if isinstance(t, ElementWiseTransform):
+        return 0 if width is None else width
+    if isinstance(t, FFJTransform):
+        return width - features - 2 * len(t.freqs)
+    return None
+
+
+def _features_of(flow: Flow) -> int | None:
+    try:
+        shape = flow.base().event_shape
+    except Exception:  # a conditional base, for instance
+        shape = ()
+    if len(shape) == 1:
+        return shape[0]
+    found = {getattr(t, "features", None) for t in flow.transform.transforms} - {None}
+    return found.pop() if len(found) == 1 else None
+
+
+def interleave(
+    flow: Flow,
+    features: int | None = None,
+    context: int | None = None,
+    inplace: bool = False,
+    **kwargs,
+) -> Flow:
+    r"""Creates a flow with an LU block between each pair of consecutive transformations
+    of a flow.
+
+    The flow's transformation :math:`f = f_n \circ \dots \circ f_1` becomes
+    :math:`f_n \circ W_{n-1} \circ f_{n-1} \circ \dots \circ W_1 \circ f_1`, each
+    :math:`W_k` an :class:`zuko_lu.LULinear` block (with the flow's context width, so a
+    conditional flow gets conditional blocks); every existing transformation is kept,
+    fixed permutations or rotations included. The base is kept. With the default
+    identity initialisation, the blocks of an unconditional flow start as the
+    identity, so the density of a trained flow is unchanged until the blocks train.
+
+    :math:`D` is read from the base's event shape (or from the transformations'
+    ``features`` attributes), and the context width from the first transformation that
+    tells it: an integer ``context`` attribute (zuko-lu's blocks, and plugins that follow
+    the convention), or the input width of the hyper-network of zuko's masked
+    autoregressive, coupling, element-wise and free-form transformations. Pass them
+    when they cannot be inferred.
+
+    Arguments:
+        flow: A flow whose transformation is a composition
+            (:class:`zuko.lazy.LazyComposedTransform`), as zuko's builders make.
+        features: The number of features :math:`D`, if it cannot be inferred.
+        context: The number of context features, if it cannot be inferred.
+        inplace: If :py:`False` (the default), the flow is deep-copied (trained
+            parameters included) and the copy is returned; the input is untouched. If
+            :py:`True`, the flow's ``transform`` is replaced and the flow returned.
+        kwargs: Keyword arguments passed to :class:`zuko_lu.LULinear` (`init`,
+            `diagonal`, `conditioning`, `hidden_features`, ...).
+
+    Returns:
+        The flow (of the input's class) with :math:`n - 1` LU blocks interleaved.
+
+    Example:
+        >>> import zuko
+        >>> _ = torch.manual_seed(0)
+        >>> flow = interleave(zuko.flows.MAF(3, context=2, transforms=3))
+        >>> [type(t).__name__ for t in flow.transform.transforms][:3]
+        ['MaskedAutoregressiveTransform', 'LULinear', 'MaskedAutoregressiveTransform']
+        >>> flow(torch.randn(5, 2)).log_prob(torch.randn(5, 3)).shape
+        torch.Size([5])
+    """
+
+    if not isinstance(flow, Flow) or not isinstance(flow.transform, LazyComposedTransform):
+        raise TypeError(
+            "flow: expected a zuko.lazy.Flow whose transform is a LazyComposedTransform, "
+            f"got {type(flow).__name__} with {type(getattr(flow, 'transform', None)).__name__}"
+        )
+
+    features = _features_of(flow) if features is None else features
+    if features is None:
+        raise ValueError("features: cannot be inferred from the flow; pass features=...")
+    check_features(features)
+
+    if context is None:
+        found = [_context_of(t, features) for t in flow.transform.transforms]
+        context = next((c for c in found if c is not None), None)
+        if context is None:
+            raise ValueError("context: cannot be inferred from the flow; pass context=...")
+
+    if not inplace:
+        flow = copy.deepcopy(flow)
+
+    tensors = [*flow.parameters(), *flow.buffers()]
+    like = next((p for p in tensors if p.is_floating_point()), None)
+    to = {} if like is None else {"device": like.device, "dtype": like.dtype}
+
+    transforms = []
+    for i, t in enumerate(flow.transform.transforms):
+        if i > 0:
+            transforms.append(LULinear(features, context, **kwargs).to(**to).train(flow.training))
+        transforms.append(t)
+
+    flow.transform = LazyComposedTransform(*transforms)
+
+    return flow
+
+
+class LUMAF(MAF):
+    r"""Creates a masked autoregressive flow (MAF) with LU blocks between its
+    transformations (see :func:`interleave`).
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        transforms: The number of autoregressive transformations.
+        randperm: Whether features are randomly permuted between transformations.
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        kwargs: Keyword arguments passed to :class:`zuko.flows.MaskedAutoregressiveTransform`.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> flow = LUMAF(3, transforms=2, lu={"init": "orthogonal"})
+        >>> x = flow().sample((4,))
+        >>> flow().log_prob(x).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        lu: Mapping[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(features, context, transforms=transforms, randperm=randperm, **kwargs)
+        interleave(self, features, context, inplace=True, **(lu or {}))
+
+
+class LUNSF(NSF):
+    r"""Creates a neural spline flow (NSF) with LU blocks between its transformations
+    (see :func:`interleave`). zuko's splines are the identity outside :math:`[-5, 5]`.
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        bins: The number of bins :math:`K`.
+        slope: The minimum slope of the spline transformation(s).
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        kwargs: Keyword arguments passed to :class:`zuko.flows.MAF` (`transforms`,
+            `randperm`, `passes`, `hidden_features`, ...).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> flow = LUNSF(2, context=1, transforms=2)
+        >>> flow(torch.randn(1)).sample((4,)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        bins: int = 8,
+        slope: float = 1e-3,
+        lu: Mapping[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(features, context, bins=bins, slope=slope, **kwargs)
+        interleave(self, features, context, inplace=True, **(lu or {}))
+
+
+class LURealNVP(RealNVP):
+    r"""Creates a RealNVP flow with LU blocks between its coupling transformations
+    (see :func:`interleave`).
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        transforms: The number of coupling transformations.
+        randmask: Whether random coupling masks are used.
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        kwargs: Keyword arguments passed to :class:`zuko.flows.GeneralCouplingTransform`.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> flow = LURealNVP(4, transforms=3)
+        >>> len(flow.transform.transforms)
+        5
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randmask: bool = False,
+        lu: Mapping[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(features, context, transforms=transforms, randmask=randmask, **kwargs)
+        interleave(self, features, context, inplace=True, **(lu or {}))
+
+
+def _parameters(f: Callable) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(f).parameters
+    except (TypeError, ValueError):
+        return {"context": None}
+
+
+def compose(
+    spec: Sequence[str | tuple[str, Mapping[str, Any]]],
+    features: int,
+    context: int = 0,
+    **kwargs: Mapping[str, Any],
+) -> Flow:
+    r"""Creates a flow from a list of names in the ``zuko.transforms`` entry-point group.
+
+    Each name is loaded with :func:`zuko_lu.registry.load`, so that the transformations
+    of any installed plugin mix in, and called as :py:`cls(features, **options)`, with
+    :py:`context=context` added when the constructor has a ``context`` parameter. The
+    options of a layer are those given for its name (a keyword argument of
+    :func:`compose`, applied to every layer of that name) updated by those given with
+    the layer (a :py:`(name, options)` pair in `spec`).
+
+    Orders and masks alternate: a constructor with an ``index`` parameter (those of
+    :mod:`zuko_lu.zoo`: ``maf``, ``nsf``, ``coupling``, ...) receives the count of such
+    layers before it, and reverses its order (or flips its mask) when it is odd, as zuko's
+    builders do, so that consecutive autoregressive layers never share an order, with or
+    without LU blocks between them. The base is a standard diagonal normal.
+
+    Arguments:
+        spec: A sequence of names, or :py:`(name, options)` pairs.
+        features: The number of features :math:`D`.
+        context: The number of context features.
+        kwargs: For each name of `spec`, the options of the layers of that name.
+
+    Returns:
+        The flow, a :class:`zuko.lazy.Flow`.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> spec = ["maf", "lu", "nsf", ("lu", {"init": "orthogonal"})]
+        >>> flow = compose(spec, 3, context=2, maf={"hidden_features": (32, 32)})
+        >>> c = torch.randn(2)
+        >>> flow(c).log_prob(flow(c).sample((5,))).shape
+        torch.Size([5])
+    """
+
+    check_features(features)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"context: expected an integer >= 0, got {context!r}")
+    if isinstance(spec, str) or not spec:
+        raise ValueError(f"spec: expected a non-empty sequence of names, got {spec!r}")
+
+    entries = []
+    for entry in spec:
+        if isinstance(entry, str):
+            entries.append((entry, {}))
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Mapping):
+            entries.append(entry)
+        else:
+            raise ValueError(f"spec: expected names or (name, options) pairs, got {entry!r}")
+
+    unused = set(kwargs) - {name for name, _ in entries}
+    if unused:
+        raise ValueError(f"options given for names not in spec: {', '.join(sorted(unused))}")
+    for name, options in kwargs.items():
+        if not isinstance(options, Mapping):
+            raise ValueError(f"{name}: expected a mapping of options, got {options!r}")
+
+    transforms, index = [], 0
+    for name, options in entries:
+        cls = registry.load("zuko.transforms", name)
+        options = {**kwargs.get(name, {}), **options}
+        parameters = _parameters(cls)
+        if "context" in parameters:
+            options = {"context": context, **options}
+        if "index" in parameters:
+            options.setdefault("index", index)
+            index += 1
+
+        t = cls(features, **options)
+        if not isinstance(t, LazyTransform):
+            raise TypeError(f"{name!r} built a {type(t).__name__}, not a zuko LazyTransform")
+        transforms.append(t)
+
+    base = UnconditionalDistribution(
+        DiagNormal, torch.zeros(features), torch.ones(features), buffer=True
+    )
+
+    return Flow(transforms, base)
