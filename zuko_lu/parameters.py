@@ -153,10 +153,11 @@ class LUParameters(nn.Module):
         self._cache_key = self._cache = None
 
     def _key(self) -> tuple:
-        return tuple(
-            (id(t), t.data_ptr(), t._version, t.dtype, t.device)
-            for t in (*self.parameters(), *self.buffers())
-        )
+        # Where each tensor lives and how often it was written: .to(), .double(),
+        # load_state_dict and optimizer steps all change one of them. Read off the
+        # module's own dicts: this runs on every eval-mode call.
+        tensors = (*self._parameters.values(), *self._buffers.values())
+        return self.R.dtype, *((t.data_ptr(), t._version) for t in tensors if t is not None)
 
     def forward(self, shift: Tensor | None = None, mode: str = "diag") -> LUTransform:
         r"""
