@@ -1,0 +1,158 @@
+r"""Measures the numbers quoted on the maths page (docs/maths.rst).
+
+Usage (from the repository root; about half a minute on one core, plus the 400-digit
+check if mpmath is installed)::
+
+    python docs/measure.py
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+from zuko_lu.data import load
+from zuko_lu.metrics import ImagePreprocess
+from zuko_lu.parameters import LUParameters
+from zuko_lu.transforms import LeakySoftplusTransform, LUTransform
+
+
+def paper_init(D: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The reference code's initialisation: masked ``nn.Linear`` weights, L with a unit
+    diagonal, U with its diagonal as drawn (float64)."""
+
+    torch.manual_seed(seed)
+    L = nn.Linear(D, D).weight.detach().double().tril(-1) + torch.eye(D).double()
+    U = nn.Linear(D, D).weight.detach().double().triu()
+    return L, U
+
+
+def condition(L: torch.Tensor, U: torch.Tensor) -> float:
+    r"""The 2-norm condition number of W = L U, from the triangular inverses."""
+
+    I = torch.eye(len(L)).double()
+    Li = torch.linalg.solve_triangular(L, I, upper=False, unitriangular=True)
+    Ui = torch.linalg.solve_triangular(U, I, upper=True)
+    norm = lambda A: torch.linalg.matrix_norm(A, 2).item()
+    return norm(L @ U) * norm(Ui @ Li)
+
+
+def initialisation() -> None:
+    print("## The paper's initialisation (seed 0)\n")
+    print("| D | log|det W| | cond (triangular inverses) | cond (float64 SVD) | exact |")
+    print("|---|---|---|---|---|")
+    for D in (16, 32, 64, 128, 256, 784):
+        L, U = paper_init(D)
+        W = L @ U
+        exact = ""
+        if D <= 64:
+            try:
+                import mpmath
+            except ImportError:
+                pass
+            else:
+                mpmath.mp.dps = 400
+                s = mpmath.svd_r(mpmath.matrix(W.tolist()), compute_uv=False)
+                exact = mpmath.nstr(s[0] / s[len(s) - 1], 3)
+        print(
+            f"| {D} | {U.diagonal().abs().log().sum().item():.0f} | {condition(L, U):.2g} "
+            f"| {torch.linalg.cond(W).item():.2g} | {exact} |"
+        )
+
+    L, U = paper_init(784)
+    t = LUTransform(L.tril(-1) + U)
+    x = torch.randn(1024, 784, dtype=torch.float64)
+    t32 = LUTransform((L.tril(-1) + U).float())
+    r32 = t32.inv(t32(x.float()))
+    print(
+        f"\nD = 784 round trip: float32 finite {bool(r32.isfinite().all())}, "
+        f"float64 max error {(t.inv(t(x)) - x).abs().max().item():.2g}"
+    )
+    for init in ("identity", "orthogonal"):
+        torch.manual_seed(0)
+        print(f"ours, {init}: cond(W) = {LUParameters(784, init=init).condition_number():.6f}")
+
+
+def activation() -> None:
+    print("\n## The leaky-softplus inverse over [-1e4, 1e4]\n")
+    t = LeakySoftplusTransform(0.1)
+    n = 2_000_001
+    xs = torch.cat(
+        [
+            torch.sinh(torch.linspace(-4, 4, n, dtype=torch.float64) * 2.5),
+            torch.linspace(-10, 10, n, dtype=torch.float64),
+        ]
+    )
+    xs = xs[xs.abs() <= 1e4]
+
+    def exact(y: torch.Tensor) -> torch.Tensor:  # 50 Newton steps in float64
+        a = 0.1
+        x = torch.where(y > 0, y, y / a)
+        for _ in range(50):
+            f = a * x + (1 - a) * nn.functional.softplus(x, threshold=40) - y
+            x = x - f / (a + (1 - a) * torch.sigmoid(x))
+        return x
+
+    for dtype in (torch.float32, torch.float64):
+        x = xs.to(dtype)
+        y = t(x)
+        xh = t.inv(y)
+        xr = exact(y.double())
+        error = (xh.double() - xr).abs() / xr.abs().clamp(min=1)
+        trip = (xh - x).abs() / x.abs().clamp(min=1)
+        z = y[:1_000_000].clone()
+        times = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            t.inv(z)
+            times.append(time.perf_counter() - t0)
+        print(
+            f"{dtype}: {len(xs):,} points, error {error.max().item():.2g} at x = "
+            f"{xr[error.argmax()].item():.3g}, round trip {trip.max().item():.2g}; "
+            f"inverse of 1e6 values {1e3 * sorted(times)[0]:.1f} ms (best of 15)"
+        )
+
+
+def cache() -> None:
+    print("\n## Cached inverse against triangular solves (float32, 1024 rows)\n")
+    for D, init, scale in (
+        (256, "identity", 0.02),
+        (256, "orthogonal", 0.02),
+        (256, "identity", 0.1),
+        (784, "identity", 0.02),
+        (784, "orthogonal", 0.0),
+    ):
+        torch.manual_seed(0)
+        p = LUParameters(D, init=init)
+        with torch.no_grad():
+            p.R.add_(scale * torch.randn(D, D))
+            x = torch.randn(1024, D)
+            t = p()
+            y = t(x)
+            solves = (t.inv(y) - x).abs().max().item()
+            cached = (p().precompute().inv(y) - x).abs().max().item()
+        print(
+            f"D = {D}, {init}, noise {scale}: cond {p.condition_number():.3g}, "
+            f"solves {solves:.2g}, cached {cached:.2g}"
+        )
+
+
+def logit_jacobian() -> None:
+    print("\n## The logit's log-Jacobian on the shipped MNIST test digits\n")
+    x = load("mnist").test.double()
+    D = x.shape[-1]
+    for lam in (1e-6, 0.05):
+        g = torch.Generator().manual_seed(0)
+        _, ladj = ImagePreprocess(256, lam=lam)(x, generator=g)
+        print(f"lambda = {lam:g}: {ladj.mean().item() / (D * math.log(2)):+.3f} bits/dim")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    initialisation()
+    activation()
+    cache()
+    logit_jacobian()

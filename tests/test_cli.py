@@ -1,0 +1,324 @@
+r"""Tests of the ``zuko-lu`` command line on tiny data: every subcommand, resuming,
+every bad input, Ctrl-C and a two-process ``torchrun``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zuko_lu.cli import main
+
+FAST = ["--no-progress", "--batch-size", "32"]
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    r"""Runs ``zuko-lu`` in this process; returns its exit code, stdout and stderr."""
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="session")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    r"""A CSV of 300 points from two Gaussian clusters, with a header."""
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal((-2, 0), 0.5, (150, 2)), rng.normal((2, 1), 0.3, (150, 2))])
+    path = tmp_path_factory.mktemp("data") / "table.csv"
+    np.savetxt(path, rng.permutation(x), delimiter=",", header="a,b", comments="")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, table: Path) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "csv",
+                "--path",
+                str(table),
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_train_evaluate_sample_table(capsys: pytest.CaptureFixture, trained: Path) -> None:
+    files = {"checkpoint.pt", "last.pt", "metrics.json", "loss.png", "density.png"}
+    assert files <= set(os.listdir(trained))
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["test"]["unit"] == "nats"
+    assert metrics["model"]["name"] == "lunet" and metrics["versions"]["torch"]
+
+    code, out, _ = run(capsys, "evaluate", trained)
+    assert code == 0 and f"test NLL {metrics['test']['mean']:.3f} nats" in out
+
+    code, out, _ = run(capsys, "sample", trained / "checkpoint.pt", "-n", 10, "-t", 0.5)
+    assert code == 0 and "T = 0.5" in out
+    assert np.load(trained / "samples-T0.5.npy").shape == (10, 2)
+    assert (trained / "samples-T0.5.png").is_file()
+
+
+def test_train_images(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    out = tmp_path / "digits"
+    code, stdout, _ = run(
+        capsys,
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        1,
+        "--batch-size",
+        256,
+        "--draws",
+        2,
+        "--transforms",
+        2,
+        "--out",
+        out,
+        "--no-progress",
+    )
+    assert code == 0
+    last = stdout.strip().splitlines()[-1]
+    assert (
+        last.startswith("test bits/dim") and "2 dequantisation draws" in last and str(out) in last
+    )
+    assert {"checkpoint.pt", "metrics.json", "samples.png", "loss.png"} <= set(os.listdir(out))
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    code, stdout, _ = run(capsys, "evaluate", out, "--draws", 2)
+    assert code == 0 and f"bits/dim {metrics['test']['mean']:.3f}" in stdout
+
+    code, _, _ = run(capsys, "sample", out, "-n", 16, "-t", 0.7, "--out", tmp_path / "s")
+    x = np.load(tmp_path / "s.npy")
+    assert code == 0 and x.shape == (16, 8, 8) and (tmp_path / "s.png").is_file()
+    assert np.all((x >= 0) & (x <= 16) & (x == np.floor(x)))
+
+
+def test_resume(capsys: pytest.CaptureFixture, tmp_path: Path, table: Path) -> None:
+    r"""One epoch, then --resume to two, ends where two epochs in a row end."""
+
+    args = ["--data", "csv", "--path", table, *FAST, "--no-pictures"]
+    assert run(capsys, "train", *args, "--epochs", 2, "--out", tmp_path / "a")[0] == 0
+    assert run(capsys, "train", *args, "--epochs", 1, "--out", tmp_path / "b")[0] == 0
+    code, out, _ = run(capsys, "train", "--resume", tmp_path / "b", "--epochs", 2, *FAST)
+    assert code == 0 and "test NLL" in out
+
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in "ab")
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.allclose(v, b["state_dict"][k], atol=1e-6), k
+
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "b", "--epochs", 2, *FAST)
+    assert code == 2 and "trained 2 epochs already" in err
+
+    # into another folder: the best checkpoint comes along
+    c = tmp_path / "c"
+    code, _, _ = run(capsys, "train", "--resume", tmp_path / "b", "--epochs", 3, "--out", c, *FAST)
+    assert code == 0 and {"checkpoint.pt", "last.pt", "metrics.json"} <= set(os.listdir(c))
+    assert json.loads((c / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_compare(capsys: pytest.CaptureFixture, tmp_path: Path, table: Path) -> None:
+    code, out, _ = run(
+        capsys,
+        "compare",
+        "--data",
+        "csv",
+        "--path",
+        table,
+        "--models",
+        "lunet",
+        "maf",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path,
+        *FAST,
+    )
+    assert code == 0 and "compare.md" in out
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["lunet", "maf"]
+    for r in rows:
+        assert r["parameters"] > 0 and r["sample_ms"] > 0 and r["density_ms"] > 0
+        assert np.isfinite(r["test"]) and r["epoch_s"] > 0
+    table_md = (tmp_path / "compare.md").read_text()
+    assert "| lunet |" in table_md and "| maf |" in table_md and "Machine:" in table_md
+    assert (tmp_path / "density.png").is_file() and (tmp_path / "maf" / "checkpoint.pt").is_file()
+
+
+def bad_inputs(tmp: Path, table: Path, trained: Path) -> dict[str, list]:
+    nan = tmp / "nan.csv"
+    nan.write_text("a,b\n1,2\n3,nan\n5,6\n7,8\n")
+    garbage = tmp / "garbage.pt"
+    garbage.write_bytes(os.urandom(1000))
+    truncated = tmp / "truncated.pt"
+    truncated.write_bytes((trained / "checkpoint.pt").read_bytes()[:3000])
+    foreign = tmp / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    csv = ["--data", "csv", "--path", table]
+    return {
+        "unknown dataset": ["train", "--data", "nope"],
+        "unknown model": ["train", *csv, "--model", "nope"],
+        "missing csv": ["train", "--data", "csv", "--path", tmp / "missing.csv"],
+        "missing idx": ["train", "--data", "mnist", "--data-dir", tmp],
+        "non-finite csv": ["train", "--data", "csv", "--path", nan],
+        "class out of range": ["train", "--data", "digits", "--class", 10],
+        "zero epochs": ["train", *csv, "--epochs", 0],
+        "negative epochs": ["train", *csv, "--epochs", -2],
+        "zero lr": ["train", *csv, "--lr", 0],
+        "negative lr": ["train", *csv, "--lr", "-1e-3"],
+        "nan lr": ["train", *csv, "--lr", "nan"],
+        "missing checkpoint": ["evaluate", tmp / "missing.pt"],
+        "random checkpoint": ["evaluate", garbage],
+        "corrupted checkpoint": ["sample", truncated],
+        "foreign checkpoint": ["evaluate", foreign],
+        "zero temperature": ["sample", trained, "-t", 0],
+        "resume with data": ["train", "--resume", trained, "--data", "blobs"],
+        "lunet with hidden": ["train", *csv, "--hidden", 8],
+    }
+
+
+BAD = [
+    "unknown dataset",
+    "unknown model",
+    "missing csv",
+    "missing idx",
+    "non-finite csv",
+    "class out of range",
+    "zero epochs",
+    "negative epochs",
+    "zero lr",
+    "negative lr",
+    "nan lr",
+    "missing checkpoint",
+    "random checkpoint",
+    "corrupted checkpoint",
+    "foreign checkpoint",
+    "zero temperature",
+    "resume with data",
+    "lunet with hidden",
+]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input(
+    capsys: pytest.CaptureFixture, tmp_path: Path, table: Path, trained: Path, case: str
+) -> None:
+    args = bad_inputs(tmp_path, table, trained)[case]
+    code, out, err = run(capsys, *args)
+    assert code == 2, (case, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zuko-lu") and "error:" in lines[0], err
+    assert "Traceback" not in err
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_interrupt(tmp_path: Path, table: Path, capsys: pytest.CaptureFixture) -> None:
+    r"""Ctrl-C after the first checkpoint: exit 130, the checkpoint loadable."""
+
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "zuko_lu",
+        "train",
+        "--data",
+        "csv",
+        "--path",
+        str(table),
+        "--epochs",
+        "100000",
+        "--patience",
+        "0",
+        "--out",
+        str(out),
+        *FAST,
+    ]
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout + stderr and "Traceback" not in stderr
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    code, stdout, _ = run(capsys, "evaluate", out)
+    assert code == 0 and "test NLL" in stdout
+
+
+def test_two_processes(tmp_path: Path, table: Path, capsys: pytest.CaptureFixture) -> None:
+    r"""``torchrun --nproc-per-node 2`` with a global batch of 32 (16 per process) matches
+    a single-process run with batch 32: parameters to 1e-5, test NLL to 1e-5 nats."""
+
+    args = [
+        "train",
+        "--data",
+        "csv",
+        "--path",
+        str(table),
+        "--epochs",
+        "2",
+        "--no-pictures",
+        *FAST,
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "zuko_lu",
+        *args,
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test NLL") == 1  # rank 0 alone reports
+    assert run(capsys, *args, "--out", tmp_path / "one")[0] == 0
+
+    ddp, one = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ddp", "one"))
+    assert ddp["processes"] == 2 and one["processes"] == 1
+    assert abs(ddp["test"]["mean"] - one["test"]["mean"]) < 1e-5
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("ddp", "one"))
+    for k, v in a["state_dict"].items():
+        assert torch.allclose(v, b["state_dict"][k], atol=1e-5), k
