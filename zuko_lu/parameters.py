@@ -171,7 +171,9 @@ class LUParameters(nn.Module):
         """
 
         if shift is None:
-            cached = not self.training and not torch.is_grad_enabled()
+            cached = not (
+                self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+            )
 
             if cached and self._cache is not None and self._cache_key == self._key():
                 return self._cache
