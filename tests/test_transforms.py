@@ -90,15 +90,19 @@ def test_lu_transform_bad_input():
         LUTransform(torch.eye(3)).inv(torch.zeros(4, 2))
 
 
+@pytest.mark.parametrize("alpha", [0.1, 0.9, 0.01, 1e-4, "tensor"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_leaky_softplus_roundtrip_whole_line(dtype, device):
+def test_leaky_softplus_roundtrip_whole_line(dtype, alpha, device):
     x = torch.cat(
         [
             torch.linspace(-1e4, 1e4, 100001, dtype=dtype, device=device),
             torch.linspace(-30, 30, 100001, dtype=dtype, device=device),
         ]
     )
-    t = LeakySoftplusTransform(0.1)
+    if alpha == "tensor":  # per-feature slopes, the smallest 1e-3
+        alpha = torch.tensor([1e-3, 0.05, 0.3, 0.7], dtype=dtype, device=device)
+        x = x[: len(x) // 4 * 4].reshape(-1, 4)
+    t = LeakySoftplusTransform(alpha)
     err = (t.inv(t(x)) - x).abs() / x.abs().clamp(min=1)
     bound = 1e-12 if dtype == torch.float64 else 1e-5
     assert err.max() <= bound, err.max()
