@@ -335,6 +335,10 @@ class LeakySoftplusTransform(Transform):
     def _inverse(self, y: Tensor) -> Tensor:
         alpha = self.alpha
         steps = NEWTON_STEPS.get(y.dtype, NEWTON_STEPS_DEFAULT) + self._extra_steps()
+        # The last step's gradient, 1 / phi'(x), is exact only at a converged x: one more
+        # step first when a gradient is wanted.
+        grads = isinstance(alpha, Tensor) and alpha.requires_grad or y.requires_grad
+        steps += int(grads and torch.is_grad_enabled())
 
         with torch.no_grad():
             a = alpha.detach() if isinstance(alpha, Tensor) else alpha
