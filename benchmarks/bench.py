@@ -21,7 +21,6 @@ import importlib.metadata
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import zuko
 
 import zuko_lu
 
+from zuko_lu.compare import machine as describe
 from zuko_lu.transforms import LeakySoftplusTransform
 
 try:
@@ -120,15 +120,9 @@ def bench(fn: Callable[[], object], repeats: int, min_time: float, device: str =
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     parts = [
-        f"CPU: {cpu}, {os.cpu_count()} logical cores",
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        f"CPU: {describe(torch.device('cpu'))}",
+        f"torch {torch.__version__}",
         f"zuko {importlib.metadata.version('zuko')}",
         f"nflows {importlib.metadata.version('nflows') if nflows else 'not installed'}",
     ]

@@ -6,16 +6,12 @@ __all__ = [
     "LeakySoftplus",
 ]
 
-import math
-
-import torch
-import torch.nn as nn
 
 from torch import Tensor
 from zuko.lazy import LazyTransform
 from zuko.transforms import DependentTransform
 
-from .parameters import check_features
+from .parameters import check_alpha, check_features, slope_logits
 from .transforms import LeakySoftplusTransform, slope
 
 
@@ -52,19 +48,13 @@ class LeakySoftplus(LazyTransform):
     ) -> None:
         super().__init__()
 
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-            raise ValueError(
-                f"alpha: expected a number in the open interval (0, 1), got {alpha!r}"
-            )
-
-        self.alpha = float(alpha)
+        self.alpha = check_alpha(alpha)
         self.features = None if features is None else check_features(features)
 
         if learnable:
             if features is None:
                 raise ValueError("features: expected an integer >= 1 when learnable=True")
-            logit = math.log(alpha / (1 - alpha))
-            self.logit = nn.Parameter(torch.full((features,), logit))
+            self.logit = slope_logits(self.alpha, features)
         else:
             self.logit = None
 

@@ -11,6 +11,8 @@ __all__ = [
     "LUParameters",
 ]
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -27,6 +29,19 @@ def check_features(features: int, name: str = "features") -> int:
     if isinstance(features, bool) or not isinstance(features, int) or features < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {features!r}")
     return features
+
+
+def check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha: expected a number in the open interval (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+def slope_logits(alpha: float, features: int) -> nn.Parameter:
+    r"""Returns learnable logits :math:`a_i` of per-feature slopes, all starting at
+    :math:`\alpha` (read through :func:`zuko_lu.transforms.slope`)."""
+
+    return nn.Parameter(torch.full((features,), math.log(alpha / (1 - alpha))))
 
 
 def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:

@@ -27,7 +27,6 @@ __all__ = [
     "to_zuko",
 ]
 
-import math
 import re
 
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import constraints
 
-from .parameters import LUParameters, check_choice, check_features
+from .parameters import LUParameters, check_alpha, check_choice, check_features, slope_logits
 from .transforms import LeakySoftplusTransform, LUTransform, slope
 
 
@@ -180,18 +179,13 @@ class LeakySoftplus(_Cached, TransformModule):
         cache_size: int = 1,
     ) -> None:
         super().__init__(cache_size=cache_size)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-            raise ValueError(
-                f"alpha: expected a number in the open interval (0, 1), got {alpha!r}"
-            )
-
-        self.alpha = float(alpha)
+        self.alpha = check_alpha(alpha)
         self.input_dim = None if input_dim is None else check_features(input_dim, "input_dim")
         self.logit = None
         if learnable:
             if input_dim is None:
                 raise ValueError("input_dim: expected an integer >= 1 when learnable=True")
-            self.logit = nn.Parameter(torch.full((input_dim,), math.log(alpha / (1 - alpha))))
+            self.logit = slope_logits(self.alpha, input_dim)
         self.clear_cache()
 
     __repr__ = nn.Module.__repr__
