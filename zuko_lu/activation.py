@@ -21,7 +21,7 @@ class LeakySoftplus(LazyTransform):
     .. math:: y = \alpha x + (1 - \alpha) \log(1 + e^x)
 
     The forward is the cheap direction (density evaluation); the inverse runs a few
-    Newton steps (sampling). See :class:`zuko_lu.transforms.LeakySoftplusTransform`.
+    Halley steps (sampling). See :class:`zuko_lu.transforms.LeakySoftplusTransform`.
 
     Arguments:
         features: The number of features :math:`D`, required if `learnable`.

@@ -33,7 +33,7 @@ class LUNet(Flow):
             + \sum_{k=1}^{T} \sum_i \log \phi'(a_{k,i}) .
 
     Density evaluation costs :math:`M` matrix products; sampling :math:`2M` triangular
-    solves and :math:`T` vectorised Newton inversions.
+    solves and :math:`T` vectorised Halley inversions.
 
     References:
         | LU-Net: Invertible Neural Networks Based on Matrix Factorization (Chan et al., 2023)

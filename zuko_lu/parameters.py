@@ -50,6 +50,42 @@ def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
     return value
 
 
+class Pack(torch.autograd.Function):
+    r"""Packs raw parameters :math:`R` into :math:`LU`, putting :math:`U`'s constrained
+    diagonal in :math:`R`'s, and returns :math:`\log |U_{ii}|` beside it.
+
+    Written by hand so that the backward is one copy of the :math:`D \times D` gradient:
+    through autograd, each read of a diagonal costs a :math:`D \times D` zero fill and
+    an addition in the backward. Functional, so that :mod:`torch.func` transforms it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(R: Tensor, sign: Tensor, exp: bool) -> tuple[Tensor, Tensor]:
+        r = R.diagonal(dim1=-2, dim2=-1)
+        d = r.exp() if exp else nn.functional.softplus(r) + EPS
+        log_d = r.clone() if exp else d.log()
+        return torch.diagonal_scatter(R, sign * d, dim1=-2, dim2=-1), log_d
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: tuple) -> None:
+        R, sign, exp = inputs
+        r = R.diagonal(dim1=-2, dim2=-1)
+        ctx.save_for_backward(r, sign)
+        ctx.exp = exp
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, grad_log: Tensor) -> tuple[Tensor, None, None]:
+        r, sign = ctx.saved_tensors
+        g = grad.diagonal(dim1=-2, dim2=-1) * sign
+        if ctx.exp:  # d' = d, (log d)' = 1
+            g = torch.addcmul(grad_log, g, r.exp())
+        else:  # d' = sigmoid(r), (log d)' = sigmoid(r) / d
+            g = (g + grad_log / (nn.functional.softplus(r) + EPS)) * torch.sigmoid(r)
+        return torch.diagonal_scatter(grad, g, dim1=-2, dim2=-1), None, None
+
+
 class LUParameters(nn.Module):
     r"""Creates the learnable parameters of an LU block :math:`y = P L U x + b`.
 
@@ -156,11 +192,15 @@ class LUParameters(nn.Module):
         D, b = self.features, int(self.bias is not None)
         return (1 + b) * D if mode == "diag" else D * D + b * D
 
-    def pack(self, R: Tensor) -> Tensor:
-        r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R`."""
+    def pack(self, R: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` and
+        :math:`\log |U_{ii}|`."""
 
-        d = self.sign * self._constrain(R.diagonal(dim1=-2, dim2=-1))
-        return torch.diagonal_scatter(R, d, dim1=-2, dim2=-1)
+        return Pack.apply(R, self.sign, self.diagonal == "exp")
+
+    def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
+        LU, log_diag = self.pack(R)
+        return LUTransform(LU, bias, perm=self.perm, log_diag=log_diag, **kwargs)
 
     def clear_cache(self) -> None:
         r"""Drops the cached transformation of eval mode."""
@@ -193,7 +233,7 @@ class LUParameters(nn.Module):
             if cached and self._cache is not None and self._cache_key == self._key():
                 return self._cache
 
-            t = LUTransform(self.pack(self.R), self.bias, perm=self.perm)
+            t = self.transform(self.R, self.bias)
 
             if cached:
                 t.precompute()  # W, W^-1 formed once, reused after
@@ -215,16 +255,16 @@ class LUParameters(nn.Module):
             log_scale = shift[..., :D]
             if bias is not None:
                 bias = bias + shift[..., D:]
-            return LUTransform(self.pack(self.R), bias, log_scale=log_scale, perm=self.perm)
+            return self.transform(self.R, bias, log_scale=log_scale)
 
         R = self.R + shift[..., : D * D].unflatten(-1, (D, D))
         if bias is not None:
             bias = bias + shift[..., D * D :]
-        return LUTransform(self.pack(R), bias, perm=self.perm)
+        return self.transform(R, bias)
 
     @torch.no_grad()
     def condition_number(self) -> float:
         r"""Returns the 2-norm condition number of :math:`W`, in float64."""
 
-        W = LUTransform(self.pack(self.R).double(), perm=self.perm).weight
+        W = LUTransform(self.pack(self.R)[0].double(), perm=self.perm).weight
         return torch.linalg.cond(W).item()

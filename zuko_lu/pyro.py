@@ -146,7 +146,7 @@ class LeakySoftplus(_Cached, TransformModule):
 
     Elementwise (event dimension 0, like Pyro's :class:`ELUTransform`): its
     :math:`\log |\det J|` has the shape of :math:`x`. Direction: base to data; the forward
-    is the cheap direction, the inverse a few Newton steps
+    is the cheap direction, the inverse a few Halley steps
     (:class:`zuko_lu.transforms.LeakySoftplusTransform`).
 
     Arguments:
@@ -287,7 +287,9 @@ class ConditionalLULinear(ConditionalTransformModule):
             )
 
         t = self.params(self.hyper(context), mode=self.conditioning)
-        return LUTransform(t.LU, t.bias, t.log_scale, t.perm, cache_size=self.cache_size)
+        return LUTransform(
+            t.LU, t.bias, t.log_scale, t.perm, log_diag=t.log_diag, cache_size=self.cache_size
+        )
 
 
 def lu_linear(input_dim: int, **kwargs) -> LULinear:

@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor
 from torch.distributions import Transform, constraints
 
-# Newton steps of the leaky-softplus inverse without autograd, before a last one with it,
-# for alpha >= 0.05. Measured from the start below (worst relative error over the real
-# line, alpha = 0.05): 0.44, 4.3e-2, 6.5e-4, 2.8e-7, 4.9e-14 after 0 to 4 steps in float64,
-# and 3.6e-7 (the float32 floor) after 3 steps in float32. Smaller slopes converge more
-# slowly: 2 log10(0.05 / alpha) more steps (rounded up) suffice, measured down to 1e-4.
-NEWTON_STEPS = {torch.float64: 3}
-NEWTON_STEPS_DEFAULT = 2
+from .triangular import lu_apply, lu_product
+
+# Halley steps of the leaky-softplus inverse, the last one under autograd: (steps, slope)
+# per dtype, with one more step per decade of alpha below that slope. Measured from the
+# start below over [-1e4, 1e4] (worst relative error in exact arithmetic, alpha = 0.03):
+# 0.5, 5e-3, 1e-8, 6e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
+# float64 3 down to alpha = 0.01; 5 steps suffice for both at alpha = 1e-4.
+HALLEY_STEPS = {torch.float64: (3, 0.01)}
+HALLEY_STEPS_DEFAULT = (2, 0.03)
 SLOPE_MIN = 1e-4  # the smallest slope assumed when a tensor's cannot be read
 
 # Points whose tangents bound the inverse from above, tightening the start.
@@ -58,6 +60,9 @@ class LUTransform(Transform):
             context rescale a shared :math:`LU` cheaply
             (:math:`s \odot LU = L' U'` with :math:`L' = S L S^{-1}`, :math:`U' = S U`).
         perm: A permutation of :math:`(0, \dots, D - 1)`, with :math:`(Pv)_i = v_{p_i}`.
+        log_diag: :math:`\log |U_{ii}|`, with shape :math:`(*, D)`, when the caller has
+            it (read off `LU` otherwise): it spares the backward a :math:`D \times D`
+            gradient of `LU`'s diagonal.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -81,6 +86,7 @@ class LUTransform(Transform):
         bias: Tensor | None = None,
         log_scale: Tensor | None = None,
         perm: LongTensor | None = None,
+        log_diag: Tensor | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,7 +98,7 @@ class LUTransform(Transform):
 
         D = LU.shape[-1]
 
-        for name, value in (("bias", bias), ("log_scale", log_scale)):
+        for name, value in (("bias", bias), ("log_scale", log_scale), ("log_diag", log_diag)):
             if value is not None and (value.dim() < 1 or value.shape[-1] != D):
                 raise ValueError(f"{name}: expected shape (*, {D}), got {tuple(value.shape)}")
 
@@ -103,6 +109,7 @@ class LUTransform(Transform):
         self.bias = bias
         self.log_scale = log_scale
         self.perm = perm
+        self.log_diag = log_diag
         self._W = None
         self._W_inv = None
         self._c_inv = None
@@ -120,9 +127,7 @@ class LUTransform(Transform):
         r"""The matrix :math:`W = P L U`, formed once per transformation."""
 
         if self._W is None:
-            U = self.LU.triu()
-            L = self.LU.tril(-1)
-            W = U.addmm(L, U) if U.dim() == 2 else U + L @ U  # (I + L') U
+            W = lu_product(self.LU)
 
             if self.perm is not None:
                 W = W[..., self.perm, :]
@@ -176,8 +181,7 @@ class LUTransform(Transform):
             y = (self.weight @ x.unsqueeze(-1)).squeeze(-1)
         elif self._W is None and x.numel() < LU.shape[-1] ** 2:
             # Fewer rows than features: two products, L (U x), cost less than forming W.
-            y = F.linear(x, LU.triu())
-            y = y + F.linear(y, LU.tril(-1))
+            y = lu_apply(x.reshape(-1, x.shape[-1]), LU).reshape(x.shape)
             if self.perm is not None:
                 y = y[..., self.perm]
         elif self.log_scale is None and (bias is None or bias.dim() == 1):
@@ -228,7 +232,10 @@ class LUTransform(Transform):
         if self._ladj_cached is not None:
             return self._ladj_cached
 
-        ladj = self.LU.diagonal(dim1=-2, dim2=-1).abs().log().sum(dim=-1)
+        if self.log_diag is None:
+            ladj = self.LU.diagonal(dim1=-2, dim2=-1).abs().log().sum(dim=-1)
+        else:
+            ladj = self.log_diag.sum(dim=-1)
 
         if self.log_scale is not None:
             ladj = ladj + self.log_scale.sum(dim=-1)
@@ -253,12 +260,14 @@ def slope(logit: Tensor) -> Tensor:
     return torch.sigmoid(logit).clamp(SLOPE_MIN, 1 - SLOPE_MIN)
 
 
-def softplus(x: Tensor) -> Tensor:
+def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
     r"""Returns :math:`\log(1 + e^x)`, exact in float64 too: the default threshold of
     :func:`torch.nn.functional.softplus` (the identity above 20) errs by 2e-9, while
     above 40 the error, 4e-18, is below float64's resolution."""
 
-    return F.softplus(x, threshold=40.0)
+    if out is None:
+        return F.softplus(x, threshold=40.0)
+    return torch.ops.aten.softplus.out(x, 1.0, 40.0, out=out)
 
 
 class LeakySoftplusTransform(Transform):
@@ -269,15 +278,20 @@ class LeakySoftplusTransform(Transform):
         \frac{dy}{dx} = \alpha + (1 - \alpha) \sigma(x) \in (\alpha, 1)
 
     The map is strictly increasing and convex. Its inverse has no closed form; it is
-    computed by Newton's method from an upper bound, the smallest inverse at :math:`y` of
-    lines below the convex :math:`\phi` (its asymptotes :math:`x` and :math:`\alpha x`,
-    and its tangents at :math:`\pm 1.5`), from which the iterates decrease monotonically
-    to the root. A fixed number of steps, set by the dtype and by :math:`\alpha` (no
-    data-dependent loop, no host-device synchronisation; a tensor slope on an accelerator
-    is assumed :math:`\geq 10^{-4}`, as :func:`slope` keeps it), reaches float64
-    precision over the whole real line. The steps run without autograd and one last step is
-    differentiated, which gives the implicit-function gradient
-    :math:`\partial x / \partial y = 1 / \phi'(x)`.
+    computed by Halley's method,
+
+    .. math:: x \leftarrow x - \frac{f \phi'}{\phi'^2 - f \phi'' / 2}, \qquad
+        f = \phi(x) - y, \quad \phi'' = (1 - \alpha) \sigma(x) (1 - \sigma(x)),
+
+    (cubic convergence for the transcendentals of one Newton step) from an upper bound,
+    the smallest inverse at :math:`y` of lines below the convex :math:`\phi` (its
+    asymptotes :math:`x` and :math:`\alpha x`, and its tangents at :math:`\pm 1.5`). A
+    fixed number of steps, set by the dtype and by :math:`\alpha` (no data-dependent
+    loop, no host-device synchronisation; a tensor slope on an accelerator is assumed
+    :math:`\geq 10^{-4}`, as :func:`slope` keeps it), reaches the working precision
+    over the whole real line. The steps run in place without autograd; when a gradient
+    is wanted, one more step is differentiated, which gives the implicit-function
+    gradient :math:`\partial x / \partial y = 1 / \phi'(x)`.
 
     References:
         | LU-Net: Invertible Neural Networks Based on Matrix Factorization (Chan et al., 2023)
@@ -334,38 +348,62 @@ class LeakySoftplusTransform(Transform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         alpha = self.alpha
-        steps = NEWTON_STEPS.get(y.dtype, NEWTON_STEPS_DEFAULT) + self._extra_steps()
         # The last step's gradient, 1 / phi'(x), is exact only at a converged x: one more
-        # step first when a gradient is wanted.
+        # step first when a gradient is wanted, and that one under autograd.
         grads = isinstance(alpha, Tensor) and alpha.requires_grad or y.requires_grad
-        steps += int(grads and torch.is_grad_enabled())
+        grads = grads and torch.is_grad_enabled()
 
         with torch.no_grad():
             a = alpha.detach() if isinstance(alpha, Tensor) else alpha
-            # phi is convex, so it lies above its tangents and their asymptotes
-            # (x and a x): the inverse of each line at y bounds the root from above.
-            x = torch.minimum(y, y / a)
-            for t in TANGENTS:
-                t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-                d = a + (1 - a) * torch.sigmoid(t)
-                x = torch.minimum(x, torch.addcdiv(t - self._phi(t) / d, y, d))
-            one = torch.ones((), dtype=y.dtype, device=y.device)
+            x = self._start(y, a)
+            buffers = [torch.empty_like(x) for _ in range(3)]
+            for _ in range(self._steps(y.dtype)):
+                self._halley_(x, y, a, *buffers)
 
-            for _ in range(steps):  # 6 elementwise kernels a step
-                f = torch.lerp(softplus(x), x, a).sub_(y)
-                x = torch.addcdiv(x, f, torch.lerp(torch.sigmoid(x), one, a), value=-1)
+        if grads:  # exact value, implicit-function gradient
+            return self._halley(x, y, alpha)
+        return x
 
-        # One differentiable step: exact value, implicit-function gradient.
-        d = alpha + (1 - alpha) * torch.sigmoid(x)
-        return torch.addcdiv(x, self._phi(x) - y, d, value=-1)
+    def _start(self, y: Tensor, a: float | Tensor) -> Tensor:
+        # phi is convex, so it lies above its tangents and their asymptotes (x and a x):
+        # the inverse of each line at y bounds the root from above.
+        x = torch.div(y, a)
+        torch.minimum(x, y, out=x)
+        line = torch.empty_like(x)
+        for t in TANGENTS:
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+            d = a + (1 - a) * torch.sigmoid(t)
+            torch.minimum(x, torch.addcdiv(t - self._phi(t) / d, y, d, out=line), out=x)
+        return x
 
-    def _extra_steps(self) -> int:
+    @staticmethod
+    def _halley_(x: Tensor, y: Tensor, a: float | Tensor, s: Tensor, d: Tensor, e: Tensor):
+        # _halley in place, in three buffers: fresh tensors this large cost page faults.
+        torch.sigmoid(x, out=s)
+        torch.mul(s, 1 - a, out=d).add_(a)  # phi'
+        f = softplus(x, out=e).lerp_(x, a).sub_(y)  # phi(x) - y
+        # phi'^2 - f phi'' / 2, with phi'' = (1 - a) s (1 - s)
+        s.addcmul_(s, s, value=-1).mul_(f).mul_(-0.5 * (1 - a)).addcmul_(d, d)
+        x.addcdiv_(f.mul_(d), s, value=-1)
+
+    def _halley(self, x: Tensor, y: Tensor, a: float | Tensor) -> Tensor:
+        # x - f phi' / (phi'^2 - f phi'' / 2) with f = phi(x) - y: cubic convergence for
+        # the price of Newton's transcendentals (phi'' = (1 - a) s (1 - s), s = sigmoid(x)).
+        # From above the root, the denominator stays above phi'^2 / 2 (measured).
+        s = torch.sigmoid(x)
+        f = torch.lerp(softplus(x), x, a) - y
+        d1 = torch.lerp(s, torch.ones_like(s), a)
+        d2 = torch.addcmul(s, s, s, value=-1) * (1 - a)
+        return x - f * d1 / torch.addcmul(d1 * d1, f, d2, value=-0.5)
+
+    def _steps(self, dtype: torch.dtype) -> int:
+        steps, slope = HALLEY_STEPS.get(dtype, HALLEY_STEPS_DEFAULT)
         # Reading a tensor's smallest slope would synchronise with an accelerator.
         a = self.alpha
         if isinstance(a, Tensor):
             readable = a.device.type == "cpu" and not torch.compiler.is_compiling()
             a = a.detach().min().item() if readable else SLOPE_MIN
-        return math.ceil(2 * max(0.0, math.log10(0.05 / a)))
+        return steps + math.ceil(max(0.0, math.log10(slope / a)))
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return self._log_dphi(x)
