@@ -50,42 +50,6 @@ def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
     return value
 
 
-class Pack(torch.autograd.Function):
-    r"""Packs raw parameters :math:`R` into :math:`LU`, putting :math:`U`'s constrained
-    diagonal in :math:`R`'s, and returns :math:`\log |U_{ii}|` beside it.
-
-    Written by hand so that the backward is one copy of the :math:`D \times D` gradient:
-    through autograd, each read of a diagonal costs a :math:`D \times D` zero fill and
-    an addition in the backward. Functional, so that :mod:`torch.func` transforms it.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(R: Tensor, sign: Tensor, exp: bool) -> tuple[Tensor, Tensor]:
-        r = R.diagonal(dim1=-2, dim2=-1)
-        d = r.exp() if exp else nn.functional.softplus(r) + EPS
-        log_d = r.clone() if exp else d.log()
-        return torch.diagonal_scatter(R, sign * d, dim1=-2, dim2=-1), log_d
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: tuple) -> None:
-        R, sign, exp = inputs
-        r = R.diagonal(dim1=-2, dim2=-1)
-        ctx.save_for_backward(r, sign)
-        ctx.exp = exp
-
-    @staticmethod
-    def backward(ctx, grad: Tensor, grad_log: Tensor) -> tuple[Tensor, None, None]:
-        r, sign = ctx.saved_tensors
-        g = grad.diagonal(dim1=-2, dim2=-1) * sign
-        if ctx.exp:  # d' = d, (log d)' = 1
-            g = torch.addcmul(grad_log, g, r.exp())
-        else:  # d' = sigmoid(r), (log d)' = sigmoid(r) / d
-            g = (g + grad_log / (nn.functional.softplus(r) + EPS)) * torch.sigmoid(r)
-        return torch.diagonal_scatter(grad, g, dim1=-2, dim2=-1), None, None
-
-
 class LUParameters(nn.Module):
     r"""Creates the learnable parameters of an LU block :math:`y = P L U x + b`.
 
@@ -196,7 +160,10 @@ class LUParameters(nn.Module):
         r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` and
         :math:`\log |U_{ii}|`."""
 
-        return Pack.apply(R, self.sign, self.diagonal == "exp")
+        r = R.diagonal(dim1=-2, dim2=-1)
+        d = self._constrain(r)
+        log_d = r if self.diagonal == "exp" else d.log()
+        return torch.diagonal_scatter(R, self.sign * d, dim1=-2, dim2=-1), log_d
 
     def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
         LU, log_diag = self.pack(R)

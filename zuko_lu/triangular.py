@@ -1,12 +1,13 @@
 r"""Products with packed LU factors that skip their zero triangles.
 
-A dense product with a triangular matrix spends half of its multiplications on zeros.
-Splitting the factors into column or row panels of width :math:`b` skips the zero
-blocks: forming :math:`W = L U` costs :math:`\approx (1 + 1 / k)^2 D^3 / 2` instead of
-:math:`2 D^3` multiply-adds with :math:`k = D / b` panels, its backward as much again
-twice, and a product :math:`x U^\top` costs :math:`(1 + 1 / k) N D^2` instead of
-:math:`2 N D^2`. Each panel is one BLAS call on a strided view, and the backward passes
-are written by hand, so that autograd stores no masked copy of the factors.
+A dense product with a triangular matrix spends half of its multiply-adds on zeros.
+Splitting a factor into :math:`k` panels skips its zero blocks: applying :math:`U` to
+:math:`N` rows costs :math:`N D^2 (k + 1) / 2k` multiply-adds instead of :math:`N D^2`,
+forming :math:`W = L U` costs :math:`D^3 (k + 1) / 2k` instead of :math:`D^3`, and each
+of the two products of its backward :math:`D^3 (k + 1)(2k + 1) / 6k^2` (about
+:math:`D^3 / 3`). Each panel is one BLAS call on a strided view, and the backward passes
+are written by hand. :func:`lu_product` and :func:`lu_apply` take these paths for a
+single matrix wide enough for two panels and fall back to the plain products otherwise.
 
 This module depends on :mod:`torch` alone.
 """
@@ -23,18 +24,27 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-# Panel width: wide enough for BLAS to run near its peak, narrow enough to skip zeros.
-# Measured on a 2-core CPU at D = 256 and 784 (benchmarks/bench.py): widths 128-256.
-PANEL = 192
+# Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros.
+# Measured on a 2-core CPU (fwd + bwd, D = 256 to 784, batch 64 to 1024): 96-192 for
+# forming W, 128-256 for applying the factors.
+PANEL_PRODUCT = 128
+PANEL_APPLY = 192
 
 
-def panels(D: int) -> list[tuple[int, int]]:
-    r"""Returns the :math:`[s, e)` bounds of about-equal panels no wider than
-    :data:`PANEL` (one panel when :math:`D` is small: the plain product)."""
+def panels(D: int, width: int) -> list[tuple[int, int]]:
+    r"""Returns the :math:`[s, e)` bounds of about-equal panels about `width` wide (one
+    panel when :math:`D` is small: the plain product)."""
 
-    k = max(1, round(D / PANEL))
+    k = max(1, round(D / width))
     bounds = [round(i * D / k) for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def factors(LU: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Returns the dense :math:`L` (unit diagonal) and :math:`U` of packed factors."""
+
+    lower, eye = constants(LU.shape[-1], LU)
+    return torch.where(lower, LU, eye), torch.where(lower, 0.0, LU)
 
 
 def blocks(LU: Tensor, s: int, e: int) -> tuple[Tensor, Tensor]:
@@ -48,47 +58,37 @@ def blocks(LU: Tensor, s: int, e: int) -> tuple[Tensor, Tensor]:
 
 
 class LUProduct(torch.autograd.Function):
-    r"""Forms :math:`W = L U` from packed factors, panel by panel,
+    r"""Forms :math:`W = L U` from packed factors by column panels of :math:`U`,
 
-    .. math:: W_{s:, s:} \mathrel{+}= L_{s:, K} U_{K, s:} \quad
-        \text{for each panel } K = [s, e),
+    .. math:: W_{:, K} = L_{:, :e} U_{:e, K} \quad \text{for each panel } K = [s, e),
 
-    and back, :math:`\bar{L} = \operatorname{tril}(\bar{W} U^\top, -1)` and
-    :math:`\bar{U} = \operatorname{triu}(L^\top \bar{W})`, by the same panels.
+    and back by panels that skip both factors' zeros,
+    :math:`\bar{L}_{s:, K} = \bar{W}_{s:, s:} U_{K, s:}^\top` and
+    :math:`\bar{U}_{K, s:} = L_{s:, K}^\top \bar{W}_{s:, s:}`, kept in their triangles.
     """
 
     @staticmethod
     def forward(ctx, LU: Tensor) -> Tensor:
-        W = torch.empty_like(LU)
-        for i, (s, e) in enumerate(panels(LU.shape[-1])):
-            L, U = blocks(LU, s, e)
-            Lo, Uo = LU[e:, s:e], LU[s:e, e:]  # the panel's parts off the diagonal
-            mm = torch.mm if i == 0 else lambda a, b, out: out.addmm_(a, b)
-            mm(L, U, out=W[s:e, s:e])
-            mm(L, Uo, out=W[s:e, e:])
-            mm(Lo, U, out=W[e:, s:e])
-            mm(Lo, Uo, out=W[e:, e:])
+        L, U = factors(LU)
+        ctx.save_for_backward(L, U)
 
-        ctx.save_for_backward(LU)
+        W = torch.empty_like(LU)
+        for s, e in panels(LU.shape[-1], PANEL_PRODUCT):
+            torch.mm(L[:, :e], U[:e, s:e], out=W[:, s:e])
         return W
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
-        (LU,) = ctx.saved_tensors
-        gLU = torch.empty_like(LU)
+        L, U = ctx.saved_tensors
+        gL, gU = torch.empty_like(grad), torch.empty_like(grad)
 
-        for s, e in panels(LU.shape[-1]):
-            L, U = blocks(LU, s, e)
-            Lo, Uo = LU[e:, s:e], LU[s:e, e:]
-            G, Gr, Gc, Go = grad[s:e, s:e], grad[s:e, e:], grad[e:, s:e], grad[e:, e:]
-            torch.mm(Gc, U.T, out=gLU[e:, s:e]).addmm_(Go, Uo.T)  # L's column panel
-            torch.mm(L.T, Gr, out=gLU[s:e, e:]).addmm_(Lo.T, Go)  # U's row panel
-            gL = torch.addmm(G @ U.T, Gr, Uo.T)
-            gU = torch.addmm(L.T @ G, Lo.T, Gc)
-            gLU[s:e, s:e] = torch.where(constants(e - s, LU)[0], gL, gU)
+        for s, e in panels(grad.shape[-1], PANEL_PRODUCT):
+            torch.mm(grad[s:, s:], U[s:e, s:].T, out=gL[s:, s:e])
+            torch.mm(L[s:, s:e].T, grad[s:, s:], out=gU[s:e, s:])
 
-        return gLU
+        # Each triangle is read where it was computed: the rest of gL, gU is not.
+        return torch.where(constants(grad.shape[-1], grad)[0], gL, gU)
 
 
 class LUApply(torch.autograd.Function):
@@ -97,7 +97,7 @@ class LUApply(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, LU: Tensor) -> Tensor:
-        bounds = panels(LU.shape[-1])
+        bounds = panels(LU.shape[-1], PANEL_APPLY)
         factors = [blocks(LU, s, e) for s, e in bounds]
 
         z = torch.empty_like(x)
@@ -115,7 +115,7 @@ class LUApply(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, z, LU, *diagonal = ctx.saved_tensors
-        bounds = panels(LU.shape[-1])
+        bounds = panels(LU.shape[-1], PANEL_APPLY)
         factors = list(zip(diagonal[::2], diagonal[1::2], strict=True))
 
         gz = torch.empty_like(grad)
@@ -183,7 +183,7 @@ def lu_product(LU: Tensor) -> Tensor:
         True
     """
 
-    if LU.dim() == 2 and len(panels(LU.shape[-1])) > 1 and not transformed():
+    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and not transformed():
         return LUProduct.apply(LU)
 
     U = LU.triu()
@@ -209,7 +209,12 @@ def lu_apply(x: Tensor, LU: Tensor) -> Tensor:
         True
     """
 
-    if x.dim() == 2 and LU.dim() == 2 and len(panels(LU.shape[-1])) > 1 and not transformed():
+    if (
+        x.dim() == 2
+        and LU.dim() == 2
+        and len(panels(LU.shape[-1], PANEL_APPLY)) > 1
+        and not transformed()
+    ):
         return LUApply.apply(x, LU)
 
     y = torch.nn.functional.linear(x, LU.triu())
