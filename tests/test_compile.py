@@ -27,3 +27,11 @@ def test_lunet_compiles(device, train):
     with torch.no_grad():
         assert torch.allclose(log_prob(x), flow().log_prob(x), atol=1e-5)
         assert torch.allclose(sample(z), flow().transform.inv(z), atol=1e-5)
+
+    # a parameter edit between compiled calls reaches them (eval mode: the eval cache
+    # runs eagerly, outside the graphs, and is invalidated as in eager mode)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.mul_(0.9)
+        assert torch.allclose(log_prob(x), flow().log_prob(x), atol=1e-5)
+        assert torch.allclose(sample(z), flow().transform.inv(z), atol=1e-5)

@@ -193,20 +193,9 @@ class LUParameters(nn.Module):
         """
 
         if shift is None:
-            cached = not (
-                self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
-            )
-
-            if cached and self._cache is not None and self._cache_key == self._key():
-                return self._cache
-
-            t = self.transform(self.R, self.bias)
-
-            if cached:
-                t.precompute()  # W, W^-1 formed once, reused after
-                self._cache, self._cache_key = t, self._key()
-
-            return t
+            if self.training or torch.is_grad_enabled():
+                return self.transform(self.R, self.bias)
+            return self._cached()
 
         K = self.context_features(mode)
 
@@ -228,6 +217,15 @@ class LUParameters(nn.Module):
         if bias is not None:
             bias = bias + shift[..., D * D :]
         return self.transform(R, bias)
+
+    @torch.compiler.disable
+    def _cached(self) -> LUTransform:
+        # Eager even under torch.compile (a graph break): the key reads storage
+        # addresses, and W, W^-1 then enter the compiled graphs as inputs.
+        if self._cache is None or self._cache_key != self._key():
+            self._cache = self.transform(self.R, self.bias).precompute()
+            self._cache_key = self._key()
+        return self._cache
 
     @torch.no_grad()
     def condition_number(self) -> float:
