@@ -31,6 +31,9 @@ HALLEY_STEPS = {torch.float64: (3, 0.01)}
 HALLEY_STEPS_DEFAULT = (2, 0.03)
 SLOPE_MIN = 1e-4  # the smallest slope assumed when a tensor's cannot be read
 
+# Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32).
+CHUNK = 2**18
+
 # Points whose tangents bound the inverse from above, tightening the start.
 TANGENTS = (-1.5, 1.5)
 
@@ -355,30 +358,44 @@ class LeakySoftplusTransform(Transform):
 
         with torch.no_grad():
             a = alpha.detach() if isinstance(alpha, Tensor) else alpha
-            x = self._start(y, a)
-            buffers = [torch.empty_like(x) for _ in range(3)]
-            for _ in range(self._steps(y.dtype)):
-                self._halley_(x, y, a, *buffers)
+            x = torch.empty_like(y, memory_format=torch.contiguous_format)
+            steps = self._steps(y.dtype)
+
+            # On the CPU, chunks of rows whose buffers stay in cache, reused from chunk to
+            # chunk: measured 1.8x faster than whole (1024, 784) buffers.
+            X, Y, n = x[None], y[None], 1  # one chunk, unless the slopes allow rows
+            if not isinstance(a, Tensor) or a.dim() == 0:
+                X, Y, n = x.view(-1, 1), y.reshape(-1, 1), CHUNK
+            elif y.dim() >= 2 and a.dim() == 1:
+                X, Y = x.view(-1, y.shape[-1]), y.reshape(-1, y.shape[-1])
+                n = max(1, CHUNK // y.shape[-1])
+            n = n if y.device.type == "cpu" else len(Y)
+            buffers = [torch.empty_like(Y[:n]) for _ in range(3)]
+
+            for i in range(0, len(Y), n):
+                xc, yc = X[i : i + n], Y[i : i + n]
+                bc = [b[: len(yc)] for b in buffers]
+                self._start_(xc, yc, a, bc[0])
+                for _ in range(steps):
+                    self._halley_(xc, yc, a, *bc)
 
         if grads:  # exact value, implicit-function gradient
             return self._halley(x, y, alpha)
         return x
 
-    def _start(self, y: Tensor, a: float | Tensor) -> Tensor:
+    def _start_(self, x: Tensor, y: Tensor, a: float | Tensor, line: Tensor) -> None:
         # phi is convex, so it lies above its tangents and their asymptotes (x and a x):
         # the inverse of each line at y bounds the root from above.
-        x = torch.div(y, a)
-        torch.minimum(x, y, out=x)
-        line = torch.empty_like(x)
+        torch.minimum(torch.div(y, a, out=x), y, out=x)
         for t in TANGENTS:
             t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
             d = a + (1 - a) * torch.sigmoid(t)
             torch.minimum(x, torch.addcdiv(t - self._phi(t) / d, y, d, out=line), out=x)
-        return x
 
     @staticmethod
     def _halley_(x: Tensor, y: Tensor, a: float | Tensor, s: Tensor, d: Tensor, e: Tensor):
-        # _halley in place, in three buffers: fresh tensors this large cost page faults.
+        # _halley in place, in three buffers: fresh tensors of a large batch cost more
+        # (page faults, cache misses) than the arithmetic.
         torch.sigmoid(x, out=s)
         torch.mul(s, 1 - a, out=d).add_(a)  # phi'
         f = softplus(x, out=e).lerp_(x, a).sub_(y)  # phi(x) - y
