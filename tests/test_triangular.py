@@ -31,40 +31,51 @@ def test_panels():
     assert all(e == s for (_, e), (s, _) in zip(bounds[:-1], bounds[1:], strict=True))
 
 
+@pytest.mark.parametrize("apart", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("D", [7, 10])
-def test_product_and_apply(D, dtype, device, narrow):
+def test_product_and_apply(D, dtype, apart, device, narrow):
+    # values and gradients against the dense products under autograd, with U's diagonal
+    # in LU or kept apart
     assert len(triangular.panels(D, 3)) > 1
     tol = tolerance(dtype)
     LU = torch.randn(D, D, dtype=dtype, device=device, requires_grad=True)
+    d = torch.randn(D, dtype=dtype, device=device, requires_grad=True) if apart else None
     x = torch.randn(5, D, dtype=dtype, device=device, requires_grad=True)
-    W = dense(LU)
+    inputs = (LU, d) if apart else (LU,)
+    W = lambda: dense(triangular.pack(LU, d))  # noqa: E731
 
-    # values and gradients against the dense products under autograd
     G = torch.randn(D, D, dtype=dtype, device=device)
-    assert torch.allclose(triangular.lu_product(LU), W, **tol)
-    got = torch.autograd.grad(triangular.lu_product(LU), LU, G)[0]
-    assert torch.allclose(got, torch.autograd.grad(dense(LU), LU, G)[0], **tol)
+    assert torch.allclose(triangular.lu_product(LU, d), W(), **tol)
+    got = torch.autograd.grad(triangular.lu_product(LU, d), inputs, G)
+    want = torch.autograd.grad(W(), inputs, G)
+    assert all(torch.allclose(a, b, **tol) for a, b in zip(got, want, strict=True))
+    if apart:  # LU's own diagonal is not read
+        assert (got[0].diagonal() == 0).all()
 
     g = torch.randn(5, D, dtype=dtype, device=device)
-    y = triangular.lu_apply(x, LU)
-    assert torch.allclose(y, x @ W.T, **tol)
-    got = torch.autograd.grad(y, (x, LU), g)
-    want = torch.autograd.grad(x @ dense(LU).T, (x, LU), g)
+    y = triangular.lu_apply(x, LU, d)
+    assert torch.allclose(y, x @ W().T, **tol)
+    got = torch.autograd.grad(y, (x, *inputs), g)
+    want = torch.autograd.grad(x @ W().T, (x, *inputs), g)
     assert all(torch.allclose(a, b, **tol) for a, b in zip(got, want, strict=True))
 
     # one input wanting a gradient at a time
-    gx = torch.autograd.grad(triangular.lu_apply(x, LU.detach()), x, g)[0]
-    assert torch.allclose(gx, want[0], **tol)
-    gLU = torch.autograd.grad(triangular.lu_apply(x.detach(), LU), LU, g)[0]
-    assert torch.allclose(gLU, want[1], **tol)
+    gx = torch.autograd.grad(
+        triangular.lu_apply(x, LU.detach(), None if d is None else d.detach()), x, g
+    )
+    assert torch.allclose(gx[0], want[0], **tol)
+    gLU = torch.autograd.grad(triangular.lu_apply(x.detach(), LU, d), inputs, g)
+    assert all(torch.allclose(a, b, **tol) for a, b in zip(gLU, want[1:], strict=True))
 
 
 def test_gradcheck(device, narrow):
     LU = torch.randn(8, 8, dtype=torch.float64, device=device, requires_grad=True)
+    d = torch.randn(8, dtype=torch.float64, device=device, requires_grad=True)
     x = torch.randn(3, 8, dtype=torch.float64, device=device, requires_grad=True)
-    assert torch.autograd.gradcheck(triangular.LUProduct.apply, (LU,))
-    assert torch.autograd.gradcheck(triangular.LUApply.apply, (x, LU))
+    for diag in (None, d):
+        assert torch.autograd.gradcheck(triangular.LUProduct.apply, (LU, diag))
+        assert torch.autograd.gradcheck(triangular.LUApply.apply, (x, LU, diag))
 
 
 def test_func_transforms(device, narrow):
@@ -88,18 +99,19 @@ def test_lu_transform_panels(dtype, device, narrow):
         check_transform(LUTransform(LU, b), torch.randn(N, D, dtype=dtype, device=device))
 
 
+@pytest.mark.parametrize("N", [3, 32])
 @pytest.mark.parametrize("diagonal", ["exp", "softplus"])
-def test_pack(diagonal, device):
-    # log|U_ii| handed to the transform equals the one read off LU, with its gradient
-    params = LUParameters(4, diagonal=diagonal).to(device)
+def test_parameters_diag_apart(diagonal, N, device, narrow):
+    # the block with U's diagonal kept apart equals the block of its packed factors
+    params = LUParameters(10, diagonal=diagonal, init="orthogonal").to(device)
     with torch.no_grad():
-        params.R.add_(0.1 * torch.randn(4, 4, device=device))
-    LU, log_diag = params.pack(params.R)
-    assert torch.allclose(log_diag, LU.diagonal().abs().log())
+        params.R.add_(0.1 * torch.randn(10, 10, device=device))
+    x = torch.randn(N, 10, device=device)
 
-    x = torch.randn(5, 4, device=device)
-    ladj = params().call_and_ladj(x)[1]
-    (grad,) = torch.autograd.grad(ladj.sum(), params.R)
-    ladj0 = LUTransform(params.pack(params.R)[0]).call_and_ladj(x)[1]
-    (grad0,) = torch.autograd.grad(ladj0.sum(), params.R)
-    assert torch.allclose(ladj, ladj0) and torch.allclose(grad, grad0)
+    y, ladj = params().call_and_ladj(x)
+    (grad,) = torch.autograd.grad((y.square().sum() + ladj.sum()), params.R)
+    t0 = LUTransform(params.pack(), params.bias, perm=params.perm)
+    y0, ladj0 = t0.call_and_ladj(x)
+    (grad0,) = torch.autograd.grad((y0.square().sum() + ladj0.sum()), params.R)
+    assert torch.allclose(y, y0, atol=1e-5) and torch.allclose(ladj, ladj0, atol=1e-5)
+    assert torch.allclose(grad, grad0, atol=1e-4)

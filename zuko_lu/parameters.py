@@ -65,14 +65,17 @@ class LUParameters(nn.Module):
     :math:`\log |\det W| = \sum_i r_i` exactly.
 
     Two initialisations, both with :math:`\operatorname{cond}(W) = 1`: the identity
-    (:math:`R = 0`, :math:`b = 0`), and the PLU factors of a random orthogonal matrix,
-    with the permutation :math:`P` kept fixed (Glow's).
+    (:math:`L = U = I`, :math:`b = 0`), and the PLU factors of a random orthogonal
+    matrix, with the permutation :math:`P` kept fixed (Glow's).
 
     A context can shift the parameters (see :meth:`forward`): with ``"diag"`` it
     shifts :math:`\log |U_{ii}|` through a scale of the output and shifts :math:`b`
     (:math:`2D` numbers per context; :math:`L` and :math:`U` stay shared, nothing
     :math:`D \times D` is formed per context); with ``"full"`` it shifts all of
-    :math:`R` and :math:`b` (:math:`D^2 + D` numbers per context).
+    :math:`R` and :math:`b` (:math:`D^2 + D` numbers per context). The transformation
+    gets :math:`R` as it is with :math:`U`'s diagonal apart (see
+    :class:`~zuko_lu.transforms.LUTransform`), so that no product copies :math:`R` to
+    put the diagonal in.
 
     In eval mode with gradients off, the transformation (and so :math:`W` and
     :math:`W^{-1}`, see :meth:`LUTransform.precompute`) is built once and reused until
@@ -121,11 +124,11 @@ class LUParameters(nn.Module):
             R = L.tril(-1) + U.triu(1)
             d = U.diagonal()
             sign = d.sign()
-            R.diagonal().copy_(self._unconstrain(d.abs()))
             perm = P.argmax(dim=1)  # (P v)_i = v_{perm_i}
         else:
-            R.diagonal().copy_(self._unconstrain(torch.ones(D)))
+            d = torch.ones(D)
 
+        R.diagonal().copy_(self._unconstrain(d.abs()))
         self.R = nn.Parameter(R)
         self.bias = nn.Parameter(torch.zeros(D)) if bias else None
         self.register_buffer("sign", sign)
@@ -156,18 +159,20 @@ class LUParameters(nn.Module):
         D, b = self.features, int(self.bias is not None)
         return (1 + b) * D if mode == "diag" else D * D + b * D
 
-    def pack(self, R: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` and
-        :math:`\log |U_{ii}|`."""
+    def pack(self, R: Tensor | None = None) -> Tensor:
+        r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` (the
+        module's by default)."""
 
+        R = self.R if R is None else R
+        d = self.sign * self._constrain(R.diagonal(dim1=-2, dim2=-1))
+        return torch.diagonal_scatter(R, d, dim1=-2, dim2=-1)
+
+    def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
         r = R.diagonal(dim1=-2, dim2=-1)
         d = self._constrain(r)
         log_d = r if self.diagonal == "exp" else d.log()
-        return torch.diagonal_scatter(R, self.sign * d, dim1=-2, dim2=-1), log_d
-
-    def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
-        LU, log_diag = self.pack(R)
-        return LUTransform(LU, bias, perm=self.perm, log_diag=log_diag, **kwargs)
+        kwargs.update(perm=self.perm, log_diag=log_d, diag=self.sign * d)
+        return LUTransform(R, bias, **kwargs)
 
     def clear_cache(self) -> None:
         r"""Drops the cached transformation of eval mode."""
@@ -231,5 +236,5 @@ class LUParameters(nn.Module):
     def condition_number(self) -> float:
         r"""Returns the 2-norm condition number of :math:`W`, in float64."""
 
-        W = LUTransform(self.pack(self.R)[0].double(), perm=self.perm).weight
+        W = LUTransform(self.pack().double(), perm=self.perm).weight
         return torch.linalg.cond(W).item()

@@ -287,9 +287,8 @@ class ConditionalLULinear(ConditionalTransformModule):
             )
 
         t = self.params(self.hyper(context), mode=self.conditioning)
-        return LUTransform(
-            t.LU, t.bias, t.log_scale, t.perm, log_diag=t.log_diag, cache_size=self.cache_size
-        )
+        kwargs = dict(log_diag=t.log_diag, diag=t.diag, cache_size=self.cache_size)
+        return LUTransform(t.LU, t.bias, t.log_scale, t.perm, **kwargs)
 
 
 def lu_linear(input_dim: int, **kwargs) -> LULinear:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor
 from torch.distributions import Transform, constraints
 
-from .triangular import lu_apply, lu_product
+from .triangular import lu_apply, lu_product, pack
 
 # Halley steps of the leaky-softplus inverse, the last one under autograd: (steps, slope)
 # per dtype, with one more step per decade of alpha below that slope. Measured from the
@@ -64,8 +64,10 @@ class LUTransform(Transform):
             (:math:`s \odot LU = L' U'` with :math:`L' = S L S^{-1}`, :math:`U' = S U`).
         perm: A permutation of :math:`(0, \dots, D - 1)`, with :math:`(Pv)_i = v_{p_i}`.
         log_diag: :math:`\log |U_{ii}|`, with shape :math:`(*, D)`, when the caller has
-            it (read off `LU` otherwise): it spares the backward a :math:`D \times D`
-            gradient of `LU`'s diagonal.
+            it (computed from :math:`U`'s diagonal otherwise).
+        diag: :math:`U`'s diagonal, with shape :math:`(*, D)`, when it is kept apart from
+            `LU`, whose own diagonal is then not read (:class:`~zuko_lu.parameters.LUParameters`
+            does so: the products then never copy :math:`LU` to put the diagonal in).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -90,6 +92,7 @@ class LUTransform(Transform):
         log_scale: Tensor | None = None,
         perm: LongTensor | None = None,
         log_diag: Tensor | None = None,
+        diag: Tensor | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,7 +104,8 @@ class LUTransform(Transform):
 
         D = LU.shape[-1]
 
-        for name, value in (("bias", bias), ("log_scale", log_scale), ("log_diag", log_diag)):
+        vectors = ("bias", bias), ("log_scale", log_scale), ("log_diag", log_diag), ("diag", diag)
+        for name, value in vectors:
             if value is not None and (value.dim() < 1 or value.shape[-1] != D):
                 raise ValueError(f"{name}: expected shape (*, {D}), got {tuple(value.shape)}")
 
@@ -113,6 +117,8 @@ class LUTransform(Transform):
         self.log_scale = log_scale
         self.perm = perm
         self.log_diag = log_diag
+        self.diag = diag
+        self._packed = None
         self._W = None
         self._W_inv = None
         self._c_inv = None
@@ -126,11 +132,20 @@ class LUTransform(Transform):
         return self.LU.shape[-1]
 
     @property
+    def packed(self) -> Tensor:
+        r"""The packed factors, with :math:`U`'s diagonal in place."""
+
+        if self._packed is None:
+            self._packed = pack(self.LU, self.diag)
+
+        return self._packed
+
+    @property
     def weight(self) -> Tensor:
         r"""The matrix :math:`W = P L U`, formed once per transformation."""
 
         if self._W is None:
-            W = lu_product(self.LU)
+            W = lu_product(self.LU, self.diag)
 
             if self.perm is not None:
                 W = W[..., self.perm, :]
@@ -154,7 +169,7 @@ class LUTransform(Transform):
         self._ladj_cached = self._ladj()
 
         if self.LU.dim() == 2 and self.log_scale is None and self._W_inv is None:
-            LU = self.LU.double()
+            LU = self.packed.double()
             I = torch.eye(self.features, dtype=LU.dtype, device=LU.device)
             M = torch.linalg.solve_triangular(LU, I, upper=False, unitriangular=True)
             M = torch.linalg.solve_triangular(LU, M, upper=True)  # U^-1 L^-1
@@ -184,7 +199,7 @@ class LUTransform(Transform):
             y = (self.weight @ x.unsqueeze(-1)).squeeze(-1)
         elif self._W is None and x.numel() < LU.shape[-1] ** 2:
             # Fewer rows than features: two products, L (U x), cost less than forming W.
-            y = lu_apply(x.reshape(-1, x.shape[-1]), LU).reshape(x.shape)
+            y = lu_apply(x.reshape(-1, x.shape[-1]), LU, self.diag).reshape(x.shape)
             if self.perm is not None:
                 y = y[..., self.perm]
         elif self.log_scale is None and (bias is None or bias.dim() == 1):
@@ -217,7 +232,7 @@ class LUTransform(Transform):
 
         # Row vectors: y = x U^T L^T. The solves read only the triangle they are told to,
         # so the packed matrix is passed as it is.
-        LUt = self.LU.mT
+        LUt = self.packed.mT
         rows = LUt.dim() > 2 or y.dim() == 1  # solves need (*, 1, D) rows then
 
         if rows:
@@ -235,10 +250,11 @@ class LUTransform(Transform):
         if self._ladj_cached is not None:
             return self._ladj_cached
 
-        if self.log_diag is None:
-            ladj = self.LU.diagonal(dim1=-2, dim2=-1).abs().log().sum(dim=-1)
-        else:
+        if self.log_diag is not None:
             ladj = self.log_diag.sum(dim=-1)
+        else:
+            d = self.LU.diagonal(dim1=-2, dim2=-1) if self.diag is None else self.diag
+            ladj = d.abs().log().sum(dim=-1)
 
         if self.log_scale is not None:
             ladj = ladj + self.log_scale.sum(dim=-1)

@@ -40,21 +40,28 @@ def panels(D: int, width: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def factors(LU: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Returns the dense :math:`L` (unit diagonal) and :math:`U` of packed factors."""
+def factors(LU: Tensor, diag: Tensor | None) -> tuple[Tensor, Tensor]:
+    r"""Returns the dense :math:`L` (unit diagonal) and :math:`U` of packed factors,
+    with :math:`U`'s diagonal `diag` if it is given."""
 
     lower, eye = constants(LU.shape[-1], LU)
-    return torch.where(lower, LU, eye), torch.where(lower, 0.0, LU)
+    U = torch.where(lower, 0.0, LU)
+    if diag is not None:
+        U.diagonal().copy_(diag)
+    return torch.where(lower, LU, eye), U
 
 
-def blocks(LU: Tensor, s: int, e: int) -> tuple[Tensor, Tensor]:
-    r"""Returns the dense diagonal blocks :math:`L_{KK}` (unit diagonal) and
-    :math:`U_{KK}` of packed factors, for the panel :math:`K = [s, e)`. Off the diagonal
-    blocks, the packed matrix is read as it lies: nothing :math:`D \times D` is masked."""
+def split(gL: Tensor, gU: Tensor, diag: bool) -> tuple[Tensor, Tensor | None]:
+    r"""Returns the gradient of packed factors from those of dense :math:`L` and
+    :math:`U` (each read in its triangle only), and that of :math:`U`'s diagonal if it
+    is kept apart (`diag`)."""
 
-    lower, eye = constants(e - s, LU)
-    B = LU[s:e, s:e]
-    return torch.where(lower, B, eye), torch.where(lower, 0.0, B)
+    g = torch.where(constants(gL.shape[-1], gL)[0], gL, gU)
+    if not diag:
+        return g, None
+    gd = g.diagonal().clone()
+    g.diagonal().zero_()  # LU's own diagonal is not read
+    return g, gd
 
 
 class LUProduct(torch.autograd.Function):
@@ -68,9 +75,10 @@ class LUProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, LU: Tensor) -> Tensor:
-        L, U = factors(LU)
+    def forward(ctx, LU: Tensor, diag: Tensor | None) -> Tensor:
+        L, U = factors(LU, diag)
         ctx.save_for_backward(L, U)
+        ctx.diag = diag is not None
 
         W = torch.empty_like(LU)
         for s, e in panels(LU.shape[-1], PANEL_PRODUCT):
@@ -79,7 +87,7 @@ class LUProduct(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:
         L, U = ctx.saved_tensors
         gL, gU = torch.empty_like(grad), torch.empty_like(grad)
 
@@ -88,56 +96,61 @@ class LUProduct(torch.autograd.Function):
             torch.mm(L[s:, s:e].T, grad[s:, s:], out=gU[s:e, s:])
 
         # Each triangle is read where it was computed: the rest of gL, gU is not.
-        return torch.where(constants(grad.shape[-1], grad)[0], gL, gU)
+        return split(gL, gU, ctx.diag)
 
 
 class LUApply(torch.autograd.Function):
     r"""Applies packed factors to row vectors, :math:`y = x U^\top L^\top` (that is
-    :math:`y_i = L U x_i`), as two products by panels, without forming :math:`W`."""
+    :math:`y_i = L U x_i`), as two products by panels, without forming :math:`W`. Only
+    the diagonal blocks are masked: off them the packed matrix is read as it lies."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, LU: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, LU: Tensor, diag: Tensor | None) -> Tensor:
         bounds = panels(LU.shape[-1], PANEL_APPLY)
-        factors = [blocks(LU, s, e) for s, e in bounds]
+        blocks = [factors(LU[s:e, s:e], None if diag is None else diag[s:e]) for s, e in bounds]
 
         z = torch.empty_like(x)
-        for (s, e), (_, U) in zip(bounds, factors, strict=True):  # z = x U^T
+        for (s, e), (_, U) in zip(bounds, blocks, strict=True):  # z = x U^T
             torch.mm(x[:, s:e], U.T, out=z[:, s:e]).addmm_(x[:, e:], LU[s:e, e:].T)
 
         y = torch.empty_like(x)
-        for (s, e), (L, _) in zip(bounds, factors, strict=True):  # y = z L^T
+        for (s, e), (L, _) in zip(bounds, blocks, strict=True):  # y = z L^T
             torch.mm(z[:, s:e], L.T, out=y[:, s:e]).addmm_(z[:, :s], LU[s:e, :s].T)
 
-        ctx.save_for_backward(x, z, LU, *(B for LU_K in factors for B in LU_K))
+        ctx.save_for_backward(x, z, LU, *(B for LU_K in blocks for B in LU_K))
+        ctx.diag = diag is not None
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, z, LU, *diagonal = ctx.saved_tensors
         bounds = panels(LU.shape[-1], PANEL_APPLY)
-        factors = list(zip(diagonal[::2], diagonal[1::2], strict=True))
+        blocks = list(zip(diagonal[::2], diagonal[1::2], strict=True))
 
         gz = torch.empty_like(grad)
-        for (s, e), (L, _) in zip(bounds, factors, strict=True):  # gz = grad L
+        for (s, e), (L, _) in zip(bounds, blocks, strict=True):  # gz = grad L
             torch.mm(grad[:, s:e], L, out=gz[:, s:e]).addmm_(grad[:, e:], LU[e:, s:e])
 
-        gx = gLU = None
+        gx = gLU = gd = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(grad)
-            for (s, e), (_, U) in zip(bounds, factors, strict=True):  # gx = gz U
+            for (s, e), (_, U) in zip(bounds, blocks, strict=True):  # gx = gz U
                 torch.mm(gz[:, s:e], U, out=gx[:, s:e]).addmm_(gz[:, :s], LU[:s, s:e])
 
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             gLU = torch.empty_like(LU)
+            gd = torch.empty_like(LU[0]) if ctx.diag else None
             for s, e in bounds:  # tril(grad^T z, -1) and triu(gz^T x)
                 g, h = grad[:, s:e].T, gz[:, s:e].T
                 torch.mm(g, z[:, :s], out=gLU[s:e, :s])
                 torch.mm(h, x[:, e:], out=gLU[s:e, e:])
-                lower = constants(e - s, LU)[0]
-                gLU[s:e, s:e] = torch.where(lower, g @ z[:, s:e], h @ x[:, s:e])
+                gB, gB_d = split(g @ z[:, s:e], h @ x[:, s:e], ctx.diag)
+                gLU[s:e, s:e] = gB
+                if gd is not None:
+                    gd[s:e] = gB_d
 
-        return gx, gLU
+        return gx, gLU, gd
 
 
 def transformed() -> bool:
@@ -162,7 +175,13 @@ def constants(n: int, A: Tensor) -> tuple[Tensor, Tensor]:
     return _CONSTANTS[key]
 
 
-def lu_product(LU: Tensor) -> Tensor:
+def pack(LU: Tensor, diag: Tensor | None) -> Tensor:
+    r"""Returns the packed factors with :math:`U`'s diagonal `diag` (if given)."""
+
+    return LU if diag is None else torch.diagonal_scatter(LU, diag, dim1=-2, dim2=-1)
+
+
+def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
     r"""Returns :math:`W = L U` of packed factors (the layout of
     :func:`torch.linalg.lu_factor`, :math:`L`'s unit diagonal implied).
 
@@ -171,6 +190,8 @@ def lu_product(LU: Tensor) -> Tensor:
 
     Arguments:
         LU: The packed factors, with shape :math:`(*, D, D)`.
+        diag: :math:`U`'s diagonal, with shape :math:`(*, D)`, if it is kept apart:
+            `LU`'s own diagonal is then not read, and gets no gradient.
 
     Returns:
         The matrix :math:`W`, with shape :math:`(*, D, D)`.
@@ -184,13 +205,14 @@ def lu_product(LU: Tensor) -> Tensor:
     """
 
     if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and not transformed():
-        return LUProduct.apply(LU)
+        return LUProduct.apply(LU, diag)
 
+    LU = pack(LU, diag)
     U = LU.triu()
     return U.addmm(LU.tril(-1), U) if U.dim() == 2 else U + LU.tril(-1) @ U
 
 
-def lu_apply(x: Tensor, LU: Tensor) -> Tensor:
+def lu_apply(x: Tensor, LU: Tensor, diag: Tensor | None = None) -> Tensor:
     r"""Returns :math:`y_i = L U x_i` for the rows of :math:`x`, by two products that
     skip the factors' zero triangles (cheaper than forming :math:`W` when there are
     fewer rows than features).
@@ -198,6 +220,7 @@ def lu_apply(x: Tensor, LU: Tensor) -> Tensor:
     Arguments:
         x: The rows, with shape :math:`(N, D)`.
         LU: The packed factors, with shape :math:`(D, D)`.
+        diag: :math:`U`'s diagonal, with shape :math:`(D)`, if it is kept apart.
 
     Returns:
         The rows :math:`y`, with shape :math:`(N, D)`.
@@ -209,13 +232,10 @@ def lu_apply(x: Tensor, LU: Tensor) -> Tensor:
         True
     """
 
-    if (
-        x.dim() == 2
-        and LU.dim() == 2
-        and len(panels(LU.shape[-1], PANEL_APPLY)) > 1
-        and not transformed()
-    ):
-        return LUApply.apply(x, LU)
+    D = LU.shape[-1]
+    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and not transformed():
+        return LUApply.apply(x, LU, diag)
 
+    LU = pack(LU, diag)
     y = torch.nn.functional.linear(x, LU.triu())
     return y + torch.nn.functional.linear(y, LU.tril(-1))
