@@ -387,11 +387,12 @@ class LeakySoftplusTransform(Transform):
                 n = max(1, CHUNK // y.shape[-1])
             n = n if y.device.type == "cpu" else len(Y)
             buffers = [torch.empty_like(Y[:n]) for _ in range(3)]
+            lines = self._tangents(a, y)
 
             for i in range(0, len(Y), n):
                 xc, yc = X[i : i + n], Y[i : i + n]
                 bc = [b[: len(yc)] for b in buffers]
-                self._start_(xc, yc, a, bc[0])
+                self._start_(xc, yc, a, lines, bc[0])
                 for _ in range(steps):
                     self._halley_(xc, yc, a, *bc)
 
@@ -399,14 +400,22 @@ class LeakySoftplusTransform(Transform):
             return self._halley(x, y, alpha)
         return x
 
-    def _start_(self, x: Tensor, y: Tensor, a: float | Tensor, line: Tensor) -> None:
-        # phi is convex, so it lies above its tangents and their asymptotes (x and a x):
-        # the inverse of each line at y bounds the root from above.
-        torch.minimum(torch.div(y, a, out=x), y, out=x)
+    def _tangents(self, a: float | Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
+        # The tangents of phi at TANGENTS, inverted: x = y / d + c.
+        lines = []
         for t in TANGENTS:
             t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
             d = a + (1 - a) * torch.sigmoid(t)
-            torch.minimum(x, torch.addcdiv(t - self._phi(t) / d, y, d, out=line), out=x)
+            lines.append((d.reciprocal(), t - torch.lerp(softplus(t), t, a) / d))
+        return lines
+
+    @staticmethod
+    def _start_(x: Tensor, y: Tensor, a: float | Tensor, lines: list, line: Tensor) -> None:
+        # phi is convex, so it lies above its tangents and their asymptotes (x and a x):
+        # the inverse of each line at y bounds the root from above.
+        torch.minimum(torch.div(y, a, out=x), y, out=x)
+        for d_inv, c in lines:
+            torch.minimum(x, torch.mul(y, d_inv, out=line).add_(c), out=x)
 
     @staticmethod
     def _halley_(x: Tensor, y: Tensor, a: float | Tensor, s: Tensor, d: Tensor, e: Tensor):
