@@ -378,14 +378,15 @@ class LeakySoftplusTransform(Transform):
             steps = self._steps(y.dtype)
 
             # On the CPU, chunks of rows whose buffers stay in cache, reused from chunk to
-            # chunk: measured 1.8x faster than whole (1024, 784) buffers.
+            # chunk: measured up to 1.8x faster than whole (1024, 784) buffers.
             X, Y, n = x[None], y[None], 1  # one chunk, unless the slopes allow rows
             if not isinstance(a, Tensor) or a.dim() == 0:
                 X, Y, n = x.view(-1, 1), y.reshape(-1, 1), CHUNK
             elif y.dim() >= 2 and a.dim() == 1:
                 X, Y = x.view(-1, y.shape[-1]), y.reshape(-1, y.shape[-1])
                 n = max(1, CHUNK // y.shape[-1])
-            n = n if y.device.type == "cpu" else len(Y)
+            if y.device.type != "cpu" or torch.compiler.is_compiling():
+                n = len(Y)  # one chunk: the kernels run in parallel, or inductor fuses them
             buffers = [torch.empty_like(Y[:n]) for _ in range(3)]
             lines = self._tangents(a, y)
 
