@@ -7,7 +7,9 @@ forming :math:`W = L U` costs :math:`D^3 (k + 1) / 2k` instead of :math:`D^3`, a
 of the two products of its backward :math:`D^3 (k + 1)(2k + 1) / 6k^2` (about
 :math:`D^3 / 3`). Each panel is one BLAS call on a strided view, and the backward passes
 are written by hand. :func:`lu_product` and :func:`lu_apply` take these paths for a
-single matrix wide enough for two panels and fall back to the plain products otherwise.
+single matrix on the CPU wide enough for two panels, and fall back to the plain products
+otherwise: on a GPU, where products this size are bound by kernel launches rather than
+arithmetic, one dense product is the simpler bet (not measured: no GPU was at hand).
 
 This module depends on :mod:`torch` alone.
 """
@@ -153,12 +155,12 @@ class LUApply(torch.autograd.Function):
         return gx, gLU, gd
 
 
-def transformed() -> bool:
-    r"""Returns whether a :mod:`torch.func` transform (``vmap``, ``jacrev``, ...) is
-    active: the panel products write into views, which those transforms cannot batch,
-    so the plain products run under them."""
+def plain_cpu(LU: Tensor) -> bool:
+    r"""Returns whether the panel products apply: on the CPU, and outside
+    :mod:`torch.func` transforms (``vmap``, ``jacrev``, ...), which cannot batch the
+    writes into views."""
 
-    return torch._C._functorch.peek_interpreter_stack() is not None
+    return LU.device.type == "cpu" and torch._C._functorch.peek_interpreter_stack() is None
 
 
 _CONSTANTS: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -204,7 +206,7 @@ def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
         True
     """
 
-    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and not transformed():
+    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and plain_cpu(LU):
         return LUProduct.apply(LU, diag)
 
     LU = pack(LU, diag)
@@ -233,7 +235,7 @@ def lu_apply(x: Tensor, LU: Tensor, diag: Tensor | None = None) -> Tensor:
     """
 
     D = LU.shape[-1]
-    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and not transformed():
+    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and plain_cpu(LU):
         return LUApply.apply(x, LU, diag)
 
     LU = pack(LU, diag)
