@@ -155,7 +155,7 @@ class LUApply(torch.autograd.Function):
         return gx, gLU, gd
 
 
-def plain_cpu(LU: Tensor) -> bool:
+def use_panels(LU: Tensor) -> bool:
     r"""Returns whether the panel products apply: on the CPU, and outside
     :mod:`torch.func` transforms (``vmap``, ``jacrev``, ...), which cannot batch the
     writes into views."""
@@ -187,8 +187,8 @@ def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
     r"""Returns :math:`W = L U` of packed factors (the layout of
     :func:`torch.linalg.lu_factor`, :math:`L`'s unit diagonal implied).
 
-    A single :math:`D \times D` matrix takes the panel product, differentiable by hand;
-    batched factors take one batched dense product.
+    A single :math:`D \times D` matrix on the CPU takes the panel product,
+    differentiable by hand; other factors take one (batched) dense product.
 
     Arguments:
         LU: The packed factors, with shape :math:`(*, D, D)`.
@@ -206,7 +206,7 @@ def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
         True
     """
 
-    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and plain_cpu(LU):
+    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and use_panels(LU):
         return LUProduct.apply(LU, diag)
 
     LU = pack(LU, diag)
@@ -235,7 +235,7 @@ def lu_apply(x: Tensor, LU: Tensor, diag: Tensor | None = None) -> Tensor:
     """
 
     D = LU.shape[-1]
-    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and plain_cpu(LU):
+    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and use_panels(LU):
         return LUApply.apply(x, LU, diag)
 
     LU = pack(LU, diag)
