@@ -150,6 +150,16 @@ def test_leaky_softplus_chunks(shape, per_feature, device, monkeypatch):
         assert torch.allclose(t.inv(y[::2]), whole[::2], rtol=1e-6, atol=1e-6)
 
 
+def test_leaky_softplus_slopes_broadcast(device):
+    # slopes of a larger shape than y broadcast it, as in the forward
+    t = LeakySoftplusTransform(torch.rand(4, 3, device=device) * 0.8 + 0.1)
+    y = torch.randn(3, device=device, requires_grad=True)
+    x = t.inv(y)
+    assert x.shape == (4, 3) and torch.allclose(t(x), y.expand(4, 3), atol=1e-5)
+    x.sum().backward()
+    assert y.grad.shape == (3,)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.5, 2.0, torch.tensor([0.5, 1.5])])
 def test_leaky_softplus_bad_alpha(alpha):
     with pytest.raises(ValueError, match="alpha: expected"):

@@ -22,7 +22,7 @@ from torch.distributions import Transform, constraints
 
 from .triangular import lu_apply, lu_product, pack
 
-# Halley steps of the leaky-softplus inverse, the last one under autograd: (steps, slope)
+# Halley steps of the leaky-softplus inverse (in place, without autograd): (steps, slope)
 # per dtype, with one more step per decade of alpha below that slope. Measured from the
 # start below over [-1e4, 1e4] (worst relative error in exact arithmetic, alpha = 0.03):
 # 0.5, 5e-3, 1e-8, 6e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
@@ -371,9 +371,12 @@ class LeakySoftplusTransform(Transform):
         # step first when a gradient is wanted, and that one under autograd.
         grads = isinstance(alpha, Tensor) and alpha.requires_grad or y.requires_grad
         grads = grads and torch.is_grad_enabled()
+        y0 = y
 
         with torch.no_grad():
             a = alpha.detach() if isinstance(alpha, Tensor) else alpha
+            if isinstance(a, Tensor):  # slopes may broadcast y to a larger shape
+                y = y.expand(torch.broadcast_shapes(y.shape, a.shape))
             x = torch.empty_like(y, memory_format=torch.contiguous_format)
             steps = self._steps(y.dtype)
 
@@ -398,7 +401,7 @@ class LeakySoftplusTransform(Transform):
                     self._halley_(xc, yc, a, *bc)
 
         if grads:  # exact value, implicit-function gradient
-            return self._halley(x, y, alpha)
+            return self._halley(x, y0, alpha)
         return x
 
     def _tangents(self, a: float | Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
