@@ -21,6 +21,10 @@ from zuko_lu.cli import main
 FAST = ["--no-progress", "--batch-size", "32"]
 
 
+def on_csv(table: Path) -> list[str]:
+    return ["--data", "csv", "--path", str(table)]
+
+
 def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     r"""Runs ``zuko-lu`` in this process; returns its exit code, stdout and stderr."""
 
@@ -46,23 +50,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, table: Path) -> Path:
     out = tmp_path_factory.mktemp("runs") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "csv",
-                "--path",
-                str(table),
-                "--epochs",
-                "2",
-                "--out",
-                str(out),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main(["train", *on_csv(table), "--epochs", "2", "--out", str(out), *FAST]) == 0
     return out
 
 
@@ -121,7 +109,7 @@ def test_train_images(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
 def test_resume(capsys: pytest.CaptureFixture, tmp_path: Path, table: Path) -> None:
     r"""One epoch, then --resume to two, ends where two epochs in a row end."""
 
-    args = ["--data", "csv", "--path", table, *FAST, "--no-pictures"]
+    args = [*on_csv(table), *FAST, "--no-pictures"]
     assert run(capsys, "train", *args, "--epochs", 2, "--out", tmp_path / "a")[0] == 0
     assert run(capsys, "train", *args, "--epochs", 1, "--out", tmp_path / "b")[0] == 0
     code, out, _ = run(capsys, "train", "--resume", tmp_path / "b", "--epochs", 2, *FAST)
@@ -143,22 +131,8 @@ def test_resume(capsys: pytest.CaptureFixture, tmp_path: Path, table: Path) -> N
 
 
 def test_compare(capsys: pytest.CaptureFixture, tmp_path: Path, table: Path) -> None:
-    code, out, _ = run(
-        capsys,
-        "compare",
-        "--data",
-        "csv",
-        "--path",
-        table,
-        "--models",
-        "lunet",
-        "maf",
-        "--epochs",
-        1,
-        "--out",
-        tmp_path,
-        *FAST,
-    )
+    models = ["--models", "lunet", "maf", "--epochs", 1]
+    code, out, _ = run(capsys, "compare", *on_csv(table), *models, "--out", tmp_path, *FAST)
     assert code == 0 and "compare.md" in out
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["lunet", "maf"]
@@ -179,7 +153,7 @@ def bad_inputs(tmp: Path, table: Path, trained: Path) -> dict[str, list]:
     truncated.write_bytes((trained / "checkpoint.pt").read_bytes()[:3000])
     foreign = tmp / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    csv = ["--data", "csv", "--path", table]
+    csv = on_csv(table)
     return {
         "unknown dataset": ["train", "--data", "nope"],
         "unknown model": ["train", *csv, "--model", "nope"],
@@ -249,10 +223,7 @@ def test_interrupt(tmp_path: Path, table: Path, capsys: pytest.CaptureFixture) -
         "-m",
         "zuko_lu",
         "train",
-        "--data",
-        "csv",
-        "--path",
-        str(table),
+        *on_csv(table),
         "--epochs",
         "100000",
         "--patience",
@@ -287,17 +258,7 @@ def test_two_processes(tmp_path: Path, table: Path, capsys: pytest.CaptureFixtur
     r"""``torchrun --nproc-per-node 2`` with a global batch of 32 (16 per process) matches
     a single-process run with batch 32: parameters to 1e-5, test NLL to 1e-5 nats."""
 
-    args = [
-        "train",
-        "--data",
-        "csv",
-        "--path",
-        str(table),
-        "--epochs",
-        "2",
-        "--no-pictures",
-        *FAST,
-    ]
+    args = ["train", *on_csv(table), "--epochs", "2", "--no-pictures", *FAST]
     cmd = [
         sys.executable,
         "-m",

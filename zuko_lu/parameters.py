@@ -163,9 +163,7 @@ class LUParameters(nn.Module):
         r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` (the
         module's by default)."""
 
-        R = self.R if R is None else R
-        d = self.sign * self._constrain(R.diagonal(dim1=-2, dim2=-1))
-        return torch.diagonal_scatter(R, d, dim1=-2, dim2=-1)
+        return self.transform(self.R if R is None else R, None).packed
 
     def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
         r = R.diagonal(dim1=-2, dim2=-1)
@@ -227,9 +225,10 @@ class LUParameters(nn.Module):
     def _cached(self) -> LUTransform:
         # Eager even under torch.compile (a graph break): the key reads storage
         # addresses, and W, W^-1 then enter the compiled graphs as inputs.
-        if self._cache is None or self._cache_key != self._key():
+        key = self._key()
+        if self._cache is None or self._cache_key != key:
             self._cache = self.transform(self.R, self.bias).precompute()
-            self._cache_key = self._key()
+            self._cache_key = key
         return self._cache
 
     @torch.no_grad()

@@ -31,6 +31,8 @@ HALLEY_STEPS = {torch.float64: (3, 0.01)}
 HALLEY_STEPS_DEFAULT = (2, 0.03)
 SLOPE_MIN = 1e-4  # the smallest slope assumed when a tensor's cannot be read
 
+Slope = float | Tensor  # one slope for all, or one per feature
+
 # Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32).
 CHUNK = 2**18
 
@@ -309,7 +311,7 @@ class LeakySoftplusTransform(Transform):
     loop, no host-device synchronisation; a tensor slope on an accelerator is assumed
     :math:`\geq 10^{-4}`, as :func:`slope` keeps it), reaches the working precision
     over the whole real line. The steps run in place without autograd; when a gradient
-    is wanted, one more step is differentiated, which gives the implicit-function
+    is wanted, one Newton step is differentiated, which gives the implicit-function
     gradient :math:`\partial x / \partial y = 1 / \phi'(x)`.
 
     References:
@@ -367,8 +369,8 @@ class LeakySoftplusTransform(Transform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         alpha = self.alpha
-        # The last step's gradient, 1 / phi'(x), is exact only at a converged x: one more
-        # step first when a gradient is wanted, and that one under autograd.
+        # The steps run without autograd; when a gradient is wanted, one Newton step from
+        # the converged x runs under it: the implicit-function gradient 1 / phi'(x).
         grads = isinstance(alpha, Tensor) and alpha.requires_grad or y.requires_grad
         grads = grads and torch.is_grad_enabled()
         y0 = y
@@ -392,19 +394,21 @@ class LeakySoftplusTransform(Transform):
                 n = len(Y)  # one chunk: the kernels run in parallel, or inductor fuses them
             buffers = [torch.empty_like(Y[:n]) for _ in range(3)]
             lines = self._tangents(a, y)
+            b = 1 - a
 
             for i in range(0, len(Y), n):
                 xc, yc = X[i : i + n], Y[i : i + n]
                 bc = [b[: len(yc)] for b in buffers]
                 self._start_(xc, yc, a, lines, bc[0])
                 for _ in range(steps):
-                    self._halley_(xc, yc, a, *bc)
+                    self._halley_(xc, yc, a, b, *bc)
 
-        if grads:  # exact value, implicit-function gradient
-            return self._halley(x, y0, alpha)
+        if grads:
+            d = torch.lerp(torch.sigmoid(x), torch.ones_like(x), alpha)  # phi'(x)
+            return x - (self._phi(x) - y0) / d
         return x
 
-    def _tangents(self, a: float | Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def _tangents(self, a: Slope, y: Tensor) -> list[tuple[Tensor, Tensor]]:
         # The tangents of phi at TANGENTS, inverted: x = y / d + c.
         lines = []
         for t in TANGENTS:
@@ -414,7 +418,7 @@ class LeakySoftplusTransform(Transform):
         return lines
 
     @staticmethod
-    def _start_(x: Tensor, y: Tensor, a: float | Tensor, lines: list, line: Tensor) -> None:
+    def _start_(x: Tensor, y: Tensor, a: Slope, lines: list, line: Tensor) -> None:
         # phi is convex, so it lies above its tangents and their asymptotes (x and a x):
         # the inverse of each line at y bounds the root from above.
         torch.minimum(torch.div(y, a, out=x), y, out=x)
@@ -422,25 +426,17 @@ class LeakySoftplusTransform(Transform):
             torch.minimum(x, torch.mul(y, d_inv, out=line).add_(c), out=x)
 
     @staticmethod
-    def _halley_(x: Tensor, y: Tensor, a: float | Tensor, s: Tensor, d: Tensor, e: Tensor):
-        # _halley in place, in three buffers: fresh tensors of a large batch cost more
-        # (page faults, cache misses) than the arithmetic.
+    def _halley_(x: Tensor, y: Tensor, a: Slope, b: Slope, s: Tensor, d: Tensor, e: Tensor):
+        # x <- x - f phi' / (phi'^2 - f phi'' / 2), with f = phi(x) - y, phi' = a + b s,
+        # phi'' = b s (1 - s), s = sigmoid(x) and b = 1 - a: cubic convergence for the
+        # transcendentals of a Newton step. From above the root, the denominator stays
+        # above phi'^2 / 2 (measured). In place, in three buffers: fresh tensors of a
+        # large batch cost more (page faults, cache misses) than the arithmetic.
         torch.sigmoid(x, out=s)
-        torch.mul(s, 1 - a, out=d).add_(a)  # phi'
+        torch.mul(s, b, out=d).add_(a)  # phi'
         f = softplus(x, out=e).lerp_(x, a).sub_(y)  # phi(x) - y
-        # phi'^2 - f phi'' / 2, with phi'' = (1 - a) s (1 - s)
-        s.addcmul_(s, s, value=-1).mul_(f).mul_(-0.5 * (1 - a)).addcmul_(d, d)
+        s.addcmul_(s, s, value=-1).mul_(f).mul_(-0.5 * b).addcmul_(d, d)  # the denominator
         x.addcdiv_(f.mul_(d), s, value=-1)
-
-    def _halley(self, x: Tensor, y: Tensor, a: float | Tensor) -> Tensor:
-        # x - f phi' / (phi'^2 - f phi'' / 2) with f = phi(x) - y: cubic convergence for
-        # the price of Newton's transcendentals (phi'' = (1 - a) s (1 - s), s = sigmoid(x)).
-        # From above the root, the denominator stays above phi'^2 / 2 (measured).
-        s = torch.sigmoid(x)
-        f = torch.lerp(softplus(x), x, a) - y
-        d1 = torch.lerp(s, torch.ones_like(s), a)
-        d2 = torch.addcmul(s, s, s, value=-1) * (1 - a)
-        return x - f * d1 / torch.addcmul(d1 * d1, f, d2, value=-0.5)
 
     def _steps(self, dtype: torch.dtype) -> int:
         steps, slope = HALLEY_STEPS.get(dtype, HALLEY_STEPS_DEFAULT)
