@@ -18,6 +18,7 @@ from zuko_lu.data import load
 from zuko_lu.metrics import ImagePreprocess
 from zuko_lu.parameters import LUParameters
 from zuko_lu.transforms import LeakySoftplusTransform, LUTransform
+from zuko_lu.triangular import lu_apply, lu_product
 
 
 def paper_init(D: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,6 +117,32 @@ def activation() -> None:
         )
 
 
+def convergence() -> None:
+    print("\n## Halley against Newton from the same start (float64, worst relative error)\n")
+    x = torch.cat([torch.linspace(-1e4, 1e4, 400_001), torch.linspace(-60, 60, 400_001)])
+    x = x.double()
+    for alpha in (0.9, 0.5, 0.1, 0.05, 0.03, 0.01, 1e-3, 1e-4):
+        t = LeakySoftplusTransform(alpha)
+        y = t(x)
+        error = lambda v: ((v - x).abs() / x.abs().clamp(min=1)).max().item()  # noqa: E731
+        halley, newton = torch.empty_like(y), torch.empty_like(y)
+        t._start_(halley, y, alpha, t._tangents(alpha, y), torch.empty_like(y))
+        newton.copy_(halley)
+        buffers = [torch.empty_like(y) for _ in range(3)]
+        errors, lowest = {"halley": [error(halley)], "newton": [error(newton)]}, 1.0
+        for _ in range(5):
+            s = torch.sigmoid(halley)  # the denominator over phi'^2, before the step
+            f, d = t(halley) - y, alpha + (1 - alpha) * s
+            lowest = min(lowest, (1 - 0.5 * f * (1 - alpha) * s * (1 - s) / d**2).min().item())
+            t._halley_(halley, y, alpha, 1 - alpha, *buffers)
+            newton -= (t(newton) - y) / (alpha + (1 - alpha) * torch.sigmoid(newton))
+            errors["halley"].append(error(halley))
+            errors["newton"].append(error(newton))
+        for name, e in errors.items():
+            print(f"alpha {alpha:g}, {name}: " + ", ".join(f"{v:.1e}" for v in e))
+        print(f"alpha {alpha:g}: lowest denominator / phi'^2 {lowest:.2f}")
+
+
 def cache() -> None:
     print("\n## Cached inverse against triangular solves (float32, 1024 rows)\n")
     for D, init, scale in (
@@ -150,9 +177,51 @@ def logit_jacobian() -> None:
         print(f"lambda = {lam:g}: {ladj.mean().item() / (D * math.log(2)):+.3f} bits/dim")
 
 
+def _dense_product(LU: torch.Tensor) -> torch.Tensor:
+    U = LU.triu()
+    return U.addmm(LU.tril(-1), U)
+
+
+def _dense_apply(x: torch.Tensor, LU: torch.Tensor) -> torch.Tensor:
+    y = nn.functional.linear(x, LU.triu())
+    return y + nn.functional.linear(y, LU.tril(-1))
+
+
+def _products_ms(D: int, repeats: int) -> dict[str, float]:
+    LU = (torch.eye(D) + 0.01 * torch.randn(D, D)).requires_grad_()
+    G, x, g = torch.randn(D, D), torch.randn(64, D), torch.randn(64, D)
+    calls = {
+        "W dense": lambda: _dense_product(LU).backward(G),
+        "W panels": lambda: lu_product(LU).backward(G),
+        "apply dense": lambda: _dense_apply(x, LU).backward(g),
+        "apply panels": lambda: lu_apply(x, LU).backward(g),
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):  # in turns, so that background load hits all alike
+        for k, f in calls.items():
+            start = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - start)
+    return {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+
+
+def products(threads: int = 2, repeats: int = 21) -> None:
+    print(f"\n## Products with the factors, dense / by panels (fwd + bwd, {threads} threads)\n")
+    torch.set_num_threads(threads)
+    for D in (384, 784):
+        ms = _products_ms(D, repeats)
+        print(
+            f"D = {D}: forming W {ms['W dense']:.3g} / {ms['W panels']:.3g} ms, "
+            f"applying to 64 rows {ms['apply dense']:.3g} / {ms['apply panels']:.3g} ms"
+        )
+    torch.set_num_threads(1)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     initialisation()
     activation()
+    convergence()
     cache()
     logit_jacobian()
+    products()

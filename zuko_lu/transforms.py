@@ -25,7 +25,7 @@ from .triangular import lu_apply, lu_product, pack
 # Halley steps of the leaky-softplus inverse (in place, without autograd): (steps, slope)
 # per dtype, with one more step per decade of alpha below that slope. Measured from the
 # start below over [-1e4, 1e4] (worst relative error in exact arithmetic, alpha = 0.03):
-# 0.5, 5e-3, 1e-8, 6e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
+# 0.5, 5e-3, 1e-8, 5e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
 # float64 3 down to alpha = 0.01; 5 steps suffice for both at alpha = 1e-4.
 HALLEY_STEPS = {torch.float64: (3, 0.01)}
 HALLEY_STEPS_DEFAULT = (2, 0.03)
