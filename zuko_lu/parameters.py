@@ -184,20 +184,22 @@ class LUParameters(nn.Module):
         tensors = (*self._parameters.values(), *self._buffers.values())
         return self.R.dtype, *((t.data_ptr(), t._version) for t in tensors if t is not None)
 
-    def forward(self, shift: Tensor | None = None, mode: str = "diag") -> LUTransform:
+    def forward(self, shift: Tensor | None = None, mode: str = "diag", **kwargs) -> LUTransform:
         r"""
         Arguments:
             shift: Raw shifts given by a context, with shape :math:`(*, K)` where
                 :math:`K` is :meth:`context_features` of `mode`.
             mode: The conditioning mode, ``"diag"`` or ``"full"``.
+            kwargs: Keyword arguments passed to :class:`LUTransform` (``cache_size``);
+                with them, the eval-mode cache is bypassed.
 
         Returns:
             The transformation :math:`y = P L U x + b`.
         """
 
         if shift is None:
-            if self.training or torch.is_grad_enabled():
-                return self.transform(self.R, self.bias)
+            if self.training or torch.is_grad_enabled() or kwargs:
+                return self.transform(self.R, self.bias, **kwargs)
             return self._cached()
 
         K = self.context_features(mode)
@@ -214,12 +216,12 @@ class LUParameters(nn.Module):
             log_scale = shift[..., :D]
             if bias is not None:
                 bias = bias + shift[..., D:]
-            return self.transform(self.R, bias, log_scale=log_scale)
+            return self.transform(self.R, bias, log_scale=log_scale, **kwargs)
 
         R = self.R + shift[..., : D * D].unflatten(-1, (D, D))
         if bias is not None:
             bias = bias + shift[..., D * D :]
-        return self.transform(R, bias)
+        return self.transform(R, bias, **kwargs)
 
     @torch.compiler.disable
     def _cached(self) -> LUTransform:

@@ -286,9 +286,8 @@ class ConditionalLULinear(ConditionalTransformModule):
                 f"{tuple(context.shape)}"
             )
 
-        t = self.params(self.hyper(context), mode=self.conditioning)
-        kwargs = dict(log_diag=t.log_diag, diag=t.diag, cache_size=self.cache_size)
-        return LUTransform(t.LU, t.bias, t.log_scale, t.perm, **kwargs)
+        shift = self.hyper(context)
+        return self.params(shift, mode=self.conditioning, cache_size=self.cache_size)
 
 
 def lu_linear(input_dim: int, **kwargs) -> LULinear:
