@@ -36,7 +36,7 @@ import zuko
 
 import zuko_lu
 
-from zuko_lu.compare import machine as describe
+from zuko_lu.experiments.compare import machine as describe
 from zuko_lu.transforms import LeakySoftplusTransform
 
 try:

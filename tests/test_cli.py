@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from zuko_lu.cli import main
+from zuko_lu.experiments.cli import main
 
 FAST = ["--no-progress", "--batch-size", "32"]
 

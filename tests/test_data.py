@@ -1,4 +1,4 @@
-r"""Tests for the zuko_lu.data module."""
+r"""Tests for the zuko_lu.experiments.data module."""
 
 import gzip
 import sys
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zuko_lu.data import DataError, load, names, read_idx, write_idx
+from zuko_lu.experiments.data import DataError, load, names, read_idx, write_idx
 
 
 @pytest.mark.parametrize("gz", [False, True])

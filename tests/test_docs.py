@@ -30,7 +30,7 @@ DOCS = ROOT / "docs"
 # Every module of the package: each name of its __all__ must be in the API reference.
 MODULES = sorted(
     m.name
-    for m in pkgutil.iter_modules(zuko_lu.__path__, "zuko_lu.")
+    for m in pkgutil.walk_packages(zuko_lu.__path__, "zuko_lu.")
     if m.name != "zuko_lu.__main__"
 )
 
@@ -142,7 +142,7 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def test_cli_reference(site: Path, inventory: dict) -> None:
-    from zuko_lu.cli import parser
+    from zuko_lu.experiments.cli import parser
 
     root = parser()
     commands = subcommands(root)

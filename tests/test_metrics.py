@@ -1,4 +1,4 @@
-r"""Tests for the zuko_lu.metrics module."""
+r"""Tests for the zuko_lu.experiments.metrics module."""
 
 import math
 
@@ -7,7 +7,12 @@ import torch
 
 from torch.func import jacrev
 
-from zuko_lu.metrics import ImagePreprocess, TabularPreprocess, bits_per_dim, evaluate_nll
+from zuko_lu.experiments.metrics import (
+    ImagePreprocess,
+    TabularPreprocess,
+    bits_per_dim,
+    evaluate_nll,
+)
 
 
 def images(levels, n=64, D=12, seed=0):

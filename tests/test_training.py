@@ -11,13 +11,13 @@ import torch
 from zuko.distributions import DiagNormal
 from zuko.lazy import Flow, UnconditionalDistribution
 
-from zuko_lu import checkpoint as ckpt
+from zuko_lu.experiments import checkpoint as ckpt
+from zuko_lu.experiments.metrics import TabularPreprocess
+from zuko_lu.experiments.models import available, build, count_parameters, match_hidden, nsf_bound
+from zuko_lu.experiments.runs import draw
+from zuko_lu.experiments.training import TrainConfig, TrainState, fit
 from zuko_lu.flows import LUNet
 from zuko_lu.linear import LULinear
-from zuko_lu.metrics import TabularPreprocess
-from zuko_lu.models import available, build, count_parameters, match_hidden, nsf_bound
-from zuko_lu.runs import draw
-from zuko_lu.training import TrainConfig, TrainState, fit
 
 
 def toy(n: int = 256) -> torch.Tensor:
@@ -83,7 +83,9 @@ def test_fit_decay(monkeypatch: pytest.MonkeyPatch) -> None:
     r"""A validation loss that never improves after the first epoch: the learning rate
     halves every `decay` epochs until early stopping."""
 
-    monkeypatch.setattr("zuko_lu.training.evaluate_nll", lambda *args, **kwargs: (1.0, 0.0))
+    monkeypatch.setattr(
+        "zuko_lu.experiments.training.evaluate_nll", lambda *args, **kwargs: (1.0, 0.0)
+    )
     x = toy()
     pre = TabularPreprocess().fit(x)
     config = TrainConfig(epochs=50, lr=1e-3, patience=5, decay=2)

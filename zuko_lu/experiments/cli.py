@@ -4,7 +4,7 @@ Run ``zuko-lu COMMAND --help`` for the options. Every bad input (unknown dataset
 model, missing or foreign files, out-of-range values) ends with one line
 ``zuko-lu: error: ...`` on stderr and exit code 2; Ctrl-C with exit code 130, the
 checkpoints written so far intact. Under ``torchrun --nproc-per-node N -m zuko_lu train``
-training is data-parallel (see :mod:`zuko_lu.training`) and only rank 0 writes.
+training is data-parallel (see :mod:`zuko_lu.experiments.training`) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     r"""Returns the argument parser of ``zuko-lu``."""
 
-    from . import __version__
+    from .. import __version__
 
     root = _Parser(
         prog="zuko-lu",

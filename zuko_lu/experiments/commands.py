@@ -1,6 +1,6 @@
 r"""The subcommands of ``zuko-lu``: each takes the parsed arguments (see
-:mod:`zuko_lu.cli`) and returns an exit code; bad input raises an error that
-:func:`zuko_lu.cli.main` turns into one line and exit code 2.
+:mod:`zuko_lu.experiments.cli`) and returns an exit code; bad input raises an error that
+:func:`zuko_lu.experiments.cli.main` turns into one line and exit code 2.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ r"""The flows that the command line builds by name: LU-Net, zuko's baselines, th
 hybrids and any flow builder registered under the ``zuko.flows`` entry-point group.
 
 A model is described by plain data, :py:`{"name": ..., "features": ..., "kwargs": {...}}`,
-so that a checkpoint can rebuild it (see :mod:`zuko_lu.checkpoint`).
+so that a checkpoint can rebuild it (see :mod:`zuko_lu.experiments.checkpoint`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _HYBRIDS = {"lumaf": "LUMAF", "lunsf": "LUNSF", "lurealnvp": "LURealNVP"}
 
 
 def _lunet(features: int, context: int = 0, **kwargs) -> nn.Module:
-    from .flows import LUNet
+    from ..flows import LUNet
 
     if "hidden_features" in kwargs and context == 0:
         raise ValueError("model 'lunet' has no hidden layers: drop --hidden")
@@ -87,7 +87,7 @@ def _lunsf(
     r""":class:`zuko_lu.LUNSF` with a settable spline :py:`bound` (the same modules, so
     the same state dict)."""
 
-    from .hybrids import interleave
+    from ..hybrids import interleave
 
     flow = _nsf(features, context, bins=bins, bound=bound, slope=slope, **kwargs)
     return interleave(flow, features, context, inplace=True, **(lu or {}))
@@ -110,7 +110,7 @@ def _hybrids() -> dict[str, Callable[..., nn.Module]]:
 
 def _registered() -> list[str]:
     try:
-        from .registry import names
+        from ..registry import names
 
         return names("zuko.flows")
     except Exception:  # a broken third-party entry point must not break the CLI
@@ -137,7 +137,7 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     if name in hybrids:
         return hybrids[name]
     if name in _registered():
-        from .registry import load
+        from ..registry import load
 
         return load("zuko.flows", name)
     raise ValueError(f"unknown model '{name}', known: {', '.join(available())}")

@@ -43,7 +43,7 @@ class Data:
     r"""Creates a dataset split into train, validation and test sets.
 
     Images keep their raw integer levels as floats in :math:`[0, \text{levels} - 1]`;
-    dequantisation and the logit transform live in :mod:`zuko_lu.metrics`.
+    dequantisation and the logit transform live in :mod:`zuko_lu.experiments.metrics`.
 
     Arguments:
         train: The training set, a float tensor with shape :math:`(N, D)`.

@@ -1,5 +1,5 @@
 r"""Devices and processes: device names, and the process group of a ``torchrun``
-launch (see :mod:`zuko_lu.training` for how the processes share the work)."""
+launch (see :mod:`zuko_lu.experiments.training` for how the processes share the work)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
 r"""Comparisons of LU-Net with baselines on the same data, split and training budget.
 
-Every model is trained by :func:`zuko_lu.runs.train_run` with the same configuration,
+Every model is trained by :func:`zuko_lu.experiments.runs.train_run` with the same configuration,
 behind the same preprocessing (for images: dequantisation, logit and per-dimension
 standardisation, whose log-Jacobian is in every likelihood). Fairness choices:
 
 * Parameter counts: each baseline's hidden width :math:`h` (two hidden layers) is
   chosen so that its count is closest to LU-Net's (see
-  :func:`zuko_lu.models.match_hidden`), with :math:`h \ge 16`; the counts are reported.
+  :func:`zuko_lu.experiments.models.match_hidden`), with :math:`h \ge 16`; the counts are reported.
   RealNVP gets 4 coupling transforms, MAF and NSF 3 (zuko's default).
 * Spline bound: zuko's splines are the identity outside :math:`[-B, B]` (:math:`B = 5`
   by default); standardised logit pixels reach about :math:`\pm 14`, so NSF's bound is
-  set to hold every training input (see :func:`zuko_lu.models.nsf_bound`).
+  set to hold every training input (see :func:`zuko_lu.experiments.models.nsf_bound`).
 * Timing: the best checkpoint in eval mode without gradients, one warm-up call, then the
   median of repeats, synchronising CUDA. Density evaluation is :py:`log_prob` of a batch
   of test examples in model space; sampling draws a batch from the base and inverts the
@@ -98,7 +98,7 @@ def compare(
     folder per model.
 
     Arguments:
-        spec: The dataset (see :func:`zuko_lu.runs.data_spec`).
+        spec: The dataset (see :func:`zuko_lu.experiments.runs.data_spec`).
         models: The models' names.
         config: The training configuration shared by all models.
         out: The output folder.

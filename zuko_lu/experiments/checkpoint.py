@@ -45,7 +45,7 @@ def versions() -> dict[str, str]:
     import numpy
     import zuko
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": platform.python_version(),
