@@ -17,7 +17,7 @@ from zuko_lu.experiments.models import available, build, count_parameters, match
 from zuko_lu.experiments.runs import draw
 from zuko_lu.experiments.training import TrainConfig, TrainState, fit
 from zuko_lu.flows import LUNet
-from zuko_lu.linear import LULinear
+from zuko_lu.flows import LULinear
 
 
 def toy(n: int = 256) -> torch.Tensor:

@@ -1,9 +1,11 @@
 r"""zuko-lu: LU-Net normalizing flows for zuko and Pyro.
 
 The maths core, :mod:`zuko_lu.transforms`, depends on torch alone. The zuko face
-(:class:`LULinear`, :class:`LeakySoftplus`, :class:`LUNet`, ...) is loaded lazily on
-first access, so that ``import zuko_lu`` does not import zuko: importing zuko turns off
-torch's distribution argument validation, on which Pyro relies.
+(:class:`LULinear`, :class:`LeakySoftplus`, :class:`LUNet` in :mod:`zuko_lu.flows`; the
+hybrids and :func:`compose` in :mod:`zuko_lu.hybrids`) is loaded lazily on first
+access, so that ``import zuko_lu`` does not import zuko: importing zuko turns off
+torch's distribution argument validation, on which Pyro relies. The Pyro face is
+:mod:`zuko_lu.pyro`, the conversions between the faces :mod:`zuko_lu.convert`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 # name -> submodule that defines it (loaded on first access, PEP 562)
 _LAZY = {
-    "LULinear": "linear",
-    "LeakySoftplus": "activation",
+    "LULinear": "flows",
+    "LeakySoftplus": "flows",
     "LUNet": "flows",
     "LUMAF": "hybrids",
     "LUNSF": "hybrids",
@@ -29,7 +31,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)

@@ -1,11 +1,18 @@
-r"""LU blocks inside other flows: interleaving, hybrid builders and composition by name.
+r"""LU blocks inside zuko's flows: interleaving, the hybrid builders, and composition by
+name with the constructors it calls.
 
 zuko's builders separate their transformations by fixed permutations (MAF's alternating
 orders, RealNVP's alternating masks, GF's random rotations). An LU block is their
 learned generalisation, as Glow's 1x1 convolutions generalised RealNVP's permutations.
 
-:func:`compose` builds flows by name from the ``zuko.transforms`` entry-point group,
-where :mod:`zuko_lu.zoo` puts zuko's own transformations under short names.
+* :func:`interleave` puts LU blocks into any zuko flow; :class:`LUMAF`, :class:`LUNSF`
+  and :class:`LURealNVP` are zuko's builders with LU blocks interleaved, and
+  :func:`nsf_flow` is zuko's NSF with a settable spline domain.
+* :func:`compose` builds a flow from names of the ``zuko.transforms`` group of
+  :mod:`zuko_lu.registry`; :func:`maf`, :func:`nsf`, :func:`naf`, :func:`coupling` and
+  :func:`softclip` are the constructors under which the registry knows zuko's own
+  transformations, with the signature :py:`(features, context=0, index=0, **kwargs)`
+  that :func:`compose` calls.
 """
 
 from __future__ import annotations
@@ -15,13 +22,20 @@ __all__ = [
     "LUNSF",
     "LURealNVP",
     "compose",
+    "coupling",
     "interleave",
+    "maf",
+    "naf",
+    "nsf",
+    "nsf_flow",
+    "softclip",
 ]
 
 import copy
 import inspect
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,17 +51,23 @@ from zuko.flows import (
     MaskedAutoregressiveTransform,
     RealNVP,
 )
+from zuko.flows.neural import MNN
 from zuko.lazy import (
     Flow,
     LazyComposedTransform,
     LazyInverse,
     LazyTransform,
     UnconditionalDistribution,
+    UnconditionalTransform,
 )
+from zuko.transforms import MonotonicRQSTransform, SoftclipTransform
 
 from . import registry
-from .linear import LULinear
-from .parameters import check_features
+from .flows import LULinear
+from .options import check_context, check_features
+
+#: The spline domain :math:`[-B, B]` of zuko's NSF (the identity outside).
+BOUND = 5.0
 
 
 def _context_of(t: nn.Module, features: int) -> int | None:
@@ -204,14 +224,52 @@ class LUMAF(MAF):
         interleave(self, features, context, inplace=True, **(lu or {}))
 
 
-class LUNSF(NSF):
-    r"""Creates a neural spline flow (NSF) with LU blocks between its transformations
-    (see :func:`interleave`). zuko's splines are the identity outside :math:`[-5, 5]`.
+def _spline(bins: int, bound: float, slope: float) -> dict[str, Any]:
+    # the univariate transformation of zuko's NSF, with its domain [-bound, bound]
+    univariate = partial(MonotonicRQSTransform, bound=float(bound), slope=slope)
+    return {"univariate": univariate, "shapes": [(bins,), (bins,), (bins - 1,)]}
+
+
+def nsf_flow(
+    features: int,
+    context: int = 0,
+    bins: int = 8,
+    bound: float = BOUND,
+    slope: float = 1e-3,
+    **kwargs,
+) -> Flow:
+    r"""Creates zuko's neural spline flow (NSF) with a settable spline domain: its
+    splines are the identity outside :math:`[-B, B]`. The modules, and so the state
+    dict, are those of :class:`zuko.flows.NSF`, which fixes :math:`B = 5`.
 
     Arguments:
         features: The number of features.
         context: The number of context features.
         bins: The number of bins :math:`K`.
+        bound: The spline domain's bound :math:`B`.
+        slope: The minimum slope of the splines.
+        kwargs: Keyword arguments passed to :class:`zuko.flows.MAF` (`transforms`,
+            `randperm`, `passes`, `hidden_features`, ...).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> flow = nsf_flow(2, bound=10.0, transforms=1)
+        >>> flow().transform(torch.tensor([[9.0, -11.0]]))  # the identity beyond 10 only
+        tensor([[  9.0726, -11.0000]], grad_fn=<WhereBackward0>)
+    """
+
+    return MAF(features, context, **_spline(bins, bound, slope), **kwargs)
+
+
+class LUNSF(NSF):
+    r"""Creates a neural spline flow (NSF) with LU blocks between its transformations
+    (see :func:`interleave`). Its splines are the identity outside :math:`[-B, B]`.
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        bins: The number of bins :math:`K`.
+        bound: The spline domain's bound :math:`B` (zuko's is 5).
         slope: The minimum slope of the spline transformation(s).
         lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
         kwargs: Keyword arguments passed to :class:`zuko.flows.MAF` (`transforms`,
@@ -219,7 +277,7 @@ class LUNSF(NSF):
 
     Example:
         >>> _ = torch.manual_seed(0)
-        >>> flow = LUNSF(2, context=1, transforms=2)
+        >>> flow = LUNSF(2, context=1, transforms=2, bound=8.0)
         >>> flow(torch.randn(1)).sample((4,)).shape
         torch.Size([4, 2])
     """
@@ -229,11 +287,13 @@ class LUNSF(NSF):
         features: int,
         context: int = 0,
         bins: int = 8,
+        bound: float = BOUND,
         slope: float = 1e-3,
         lu: Mapping[str, Any] | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(features, context, bins=bins, slope=slope, **kwargs)
+        # NSF's own constructor is MAF's with the splines of the default bound
+        MAF.__init__(self, features, context, **_spline(bins, bound, slope), **kwargs)
         interleave(self, features, context, inplace=True, **(lu or {}))
 
 
@@ -282,20 +342,21 @@ def compose(
     context: int = 0,
     **kwargs: Mapping[str, Any],
 ) -> Flow:
-    r"""Creates a flow from a list of names in the ``zuko.transforms`` entry-point group.
+    r"""Creates a flow from a list of names in the ``zuko.transforms`` group.
 
-    Each name is loaded with :func:`zuko_lu.registry.load`, so that the transformations
-    of any installed plugin mix in, and called as :py:`cls(features, **options)`, with
-    :py:`context=context` added when the constructor has a ``context`` parameter. The
-    options of a layer are those given for its name (a keyword argument of
-    :func:`compose`, applied to every layer of that name) updated by those given with
-    the layer (a :py:`(name, options)` pair in `spec`).
+    Each name is loaded with :func:`zuko_lu.registry.load` (zuko-lu's and any installed
+    plugin's entry points, then zuko's transformations under the constructors of this
+    module), so that the transformations of any installed plugin mix in, and called as
+    :py:`cls(features, **options)`, with :py:`context=context` added when the constructor
+    has a ``context`` parameter. The options of a layer are those given for its name (a
+    keyword argument of :func:`compose`, applied to every layer of that name) updated by
+    those given with the layer (a :py:`(name, options)` pair in `spec`).
 
-    Orders and masks alternate: a constructor with an ``index`` parameter (those of
-    :mod:`zuko_lu.zoo`: ``maf``, ``nsf``, ``coupling``, ...) receives the count of such
-    layers before it, and reverses its order (or flips its mask) when it is odd, as zuko's
-    builders do, so that consecutive autoregressive layers never share an order, with or
-    without LU blocks between them. The base is a standard diagonal normal.
+    Orders and masks alternate: a constructor with an ``index`` parameter (:func:`maf`,
+    :func:`nsf`, :func:`naf`, :func:`coupling`) receives the count of such layers before
+    it, and reverses its order (or flips its mask) when it is odd, as zuko's builders do,
+    so that consecutive autoregressive layers never share an order, with or without LU
+    blocks between them. The base is a standard diagonal normal.
 
     Arguments:
         spec: A sequence of names, or :py:`(name, options)` pairs.
@@ -316,8 +377,7 @@ def compose(
     """
 
     check_features(features)
-    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
-        raise ValueError(f"context: expected an integer >= 0, got {context!r}")
+    check_context(context)
     if isinstance(spec, str) or not spec:
         raise ValueError(f"spec: expected a non-empty sequence of names, got {spec!r}")
 
@@ -358,3 +418,113 @@ def compose(
     )
 
     return Flow(transforms, base)
+
+
+# zuko's transformations under the short names of the registry, as compose calls them
+
+
+def _masked(features: int, context: int, index: int, **kwargs) -> LazyTransform:
+    if "order" not in kwargs and "adjacency" not in kwargs:
+        kwargs["order"] = torch.arange(features).flip(0) if index % 2 else torch.arange(features)
+    return MaskedAutoregressiveTransform(features, context, **kwargs)
+
+
+def maf(features: int, context: int = 0, index: int = 0, **kwargs) -> LazyTransform:
+    r"""Creates a masked autoregressive affine transformation (MAF's), its order
+    ascending, or descending for an odd `index`.
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        index: The position among ordered layers (see :func:`compose`).
+        kwargs: Keyword arguments passed to :class:`zuko.flows.MaskedAutoregressiveTransform`.
+
+    Example:
+        >>> maf(3, index=1).order.tolist()
+        [2, 1, 0]
+    """
+
+    return _masked(features, context, index, **kwargs)
+
+
+def nsf(
+    features: int,
+    context: int = 0,
+    index: int = 0,
+    bins: int = 8,
+    bound: float = BOUND,
+    slope: float = 1e-3,
+    **kwargs,
+) -> LazyTransform:
+    r"""Creates a masked autoregressive rational-quadratic spline transformation (NSF's),
+    the identity outside :math:`[-B, B]`; its order alternates as in :func:`maf`.
+
+    Arguments:
+        bins: The number of bins :math:`K`.
+        bound: The spline domain's bound :math:`B`.
+        slope: The minimum slope of the splines.
+        kwargs: The arguments of :func:`maf`.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> t = nsf(2, bins=4)
+        >>> t()(torch.tensor([6.0, -7.0]))
+        tensor([ 6., -7.], grad_fn=<WhereBackward0>)
+    """
+
+    return _masked(features, context, index, **_spline(bins, bound, slope), **kwargs)
+
+
+def naf(
+    features: int, context: int = 0, index: int = 0, signal: int = 16, **kwargs
+) -> LazyTransform:
+    r"""Creates a masked autoregressive monotonic-network transformation (NAF's); its
+    order alternates as in :func:`maf`. zuko's NAF puts a :func:`softclip` between two.
+
+    Arguments:
+        signal: The number of signal features of the monotonic network.
+        kwargs: The arguments of :func:`maf`; `network`, a dict, goes to ``MNN``.
+
+    Example:
+        >>> type(naf(3)).__name__
+        'MaskedAutoregressiveTransform'
+    """
+
+    univariate = MNN(signal=signal, stack=features, **kwargs.pop("network", {}))
+    shapes = [(signal,)]
+    return _masked(features, context, index, univariate=univariate, shapes=shapes, **kwargs)
+
+
+def coupling(features: int, context: int = 0, index: int = 0, **kwargs) -> LazyTransform:
+    r"""Creates an affine coupling transformation (RealNVP's), its checkered mask
+    flipped for an odd `index`.
+
+    Arguments:
+        features: The number of features.
+        context: The number of context features.
+        index: The position among ordered layers (see :func:`compose`).
+        kwargs: Keyword arguments passed to :class:`zuko.flows.GeneralCouplingTransform`.
+
+    Example:
+        >>> coupling(4, index=1).mask.tolist()
+        [False, True, False, True]
+    """
+
+    kwargs.setdefault("mask", torch.arange(features) % 2 == index % 2)
+    return GeneralCouplingTransform(features, context, **kwargs)
+
+
+def softclip(features: int, bound: float = 11.0) -> LazyTransform:
+    r"""Creates an elementwise soft clip :math:`x / (1 + |x / B|)` onto :math:`(-B, B)`,
+    which zuko's NAF and SOSPF put between their transformations.
+
+    Arguments:
+        features: The number of features (unused: the map is elementwise).
+        bound: The bound :math:`B`.
+
+    Example:
+        >>> softclip(3, bound=1.0)()(torch.tensor([1.0, -3.0]))
+        tensor([ 0.5000, -0.7500])
+    """
+
+    return UnconditionalTransform(SoftclipTransform, bound=bound)

@@ -6,9 +6,8 @@ This module depends on :mod:`torch` alone.
 from __future__ import annotations
 
 __all__ = [
-    "DIAGONALS",
-    "INITS",
     "LUParameters",
+    "slope_logits",
 ]
 
 import math
@@ -18,36 +17,33 @@ import torch.nn as nn
 
 from torch import Tensor
 
+from .cache import VersionCache, eager, version_key
+from .options import (
+    CONDITIONINGS,
+    DIAG,
+    DIAGONALS,
+    EXP,
+    IDENTITY,
+    INITS,
+    ORTHOGONAL,
+    check_choice,
+    check_features,
+)
 from .transforms import LUTransform
 
-DIAGONALS = ("exp", "softplus")
-INITS = ("identity", "orthogonal")
 EPS = 1e-3  # floor of |U_ii| with the softplus diagonal
-
-
-def check_features(features: int, name: str = "features") -> int:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {features!r}")
-    return features
-
-
-def check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha: expected a number in the open interval (0, 1), got {alpha!r}")
-    return float(alpha)
 
 
 def slope_logits(alpha: float, features: int) -> nn.Parameter:
     r"""Returns learnable logits :math:`a_i` of per-feature slopes, all starting at
-    :math:`\alpha` (read through :func:`zuko_lu.transforms.slope`)."""
+    :math:`\alpha` (read through :func:`zuko_lu.transforms.slope`).
+
+    Example:
+        >>> torch.sigmoid(slope_logits(0.1, 2))
+        tensor([0.1000, 0.1000], grad_fn=<SigmoidBackward0>)
+    """
 
     return nn.Parameter(torch.full((features,), math.log(alpha / (1 - alpha))))
-
-
-def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 class LUParameters(nn.Module):
@@ -105,8 +101,8 @@ class LUParameters(nn.Module):
         self,
         features: int,
         bias: bool = True,
-        init: str = "identity",
-        diagonal: str = "exp",
+        init: str = IDENTITY,
+        diagonal: str = EXP,
     ) -> None:
         super().__init__()
 
@@ -118,7 +114,7 @@ class LUParameters(nn.Module):
         sign = torch.ones(D)
         perm = None
 
-        if init == "orthogonal":
+        if init == ORTHOGONAL:
             Q, _ = torch.linalg.qr(torch.randn(D, D))
             P, L, U = torch.linalg.lu(Q)
             R = L.tril(-1) + U.triu(1)
@@ -134,20 +130,19 @@ class LUParameters(nn.Module):
         self.register_buffer("sign", sign)
         self.register_buffer("perm", perm)
 
-        self._cache_key = None
-        self._cache = None
+        self._cache = VersionCache()
 
     def extra_repr(self) -> str:
         bias = self.bias is not None
         return f"features={self.features}, bias={bias}, diagonal={self.diagonal!r}"
 
     def _constrain(self, r: Tensor) -> Tensor:
-        if self.diagonal == "exp":
+        if self.diagonal == EXP:
             return r.exp()
         return nn.functional.softplus(r) + EPS
 
     def _unconstrain(self, d: Tensor) -> Tensor:
-        if self.diagonal == "exp":
+        if self.diagonal == EXP:
             return d.log()
         d = (d - EPS).clamp(min=EPS)
         return d + torch.log(-torch.expm1(-d))  # inverse softplus
@@ -155,9 +150,9 @@ class LUParameters(nn.Module):
     def context_features(self, mode: str) -> int:
         r"""Returns how many numbers a context must give in a conditioning mode."""
 
-        check_choice(mode, ("diag", "full"), "conditioning")
+        check_choice(mode, CONDITIONINGS, "conditioning")
         D, b = self.features, int(self.bias is not None)
-        return (1 + b) * D if mode == "diag" else D * D + b * D
+        return (1 + b) * D if mode == DIAG else D * D + b * D
 
     def pack(self, R: Tensor | None = None) -> Tensor:
         r"""Returns the packed :math:`LU` matrix of raw parameters :math:`R` (the
@@ -168,23 +163,17 @@ class LUParameters(nn.Module):
     def transform(self, R: Tensor, bias: Tensor | None, **kwargs) -> LUTransform:
         r = R.diagonal(dim1=-2, dim2=-1)
         d = self._constrain(r)
-        log_d = r if self.diagonal == "exp" else d.log()
-        kwargs.update(perm=self.perm, log_diag=log_d, diag=self.sign * d)
-        return LUTransform(R, bias, **kwargs)
+        log_d = r if self.diagonal == EXP else d.log()
+        return LUTransform._from_parts(
+            R, bias, perm=self.perm, log_diag=log_d, diag=self.sign * d, **kwargs
+        )
 
     def clear_cache(self) -> None:
         r"""Drops the cached transformation of eval mode."""
 
-        self._cache_key = self._cache = None
+        self._cache.clear()
 
-    def _key(self) -> tuple:
-        # Where each tensor lives and how often it was written: .to(), .double(),
-        # load_state_dict and optimizer steps all change one of them. Read off the
-        # module's own dicts: this runs on every eval-mode call.
-        tensors = (*self._parameters.values(), *self._buffers.values())
-        return self.R.dtype, *((t.data_ptr(), t._version) for t in tensors if t is not None)
-
-    def forward(self, shift: Tensor | None = None, mode: str = "diag", **kwargs) -> LUTransform:
+    def forward(self, shift: Tensor | None = None, mode: str = DIAG, **kwargs) -> LUTransform:
         r"""
         Arguments:
             shift: Raw shifts given by a context, with shape :math:`(*, K)` where
@@ -212,7 +201,7 @@ class LUParameters(nn.Module):
         D = self.features
         bias = self.bias
 
-        if mode == "diag":
+        if mode == DIAG:
             log_scale = shift[..., :D]
             if bias is not None:
                 bias = bias + shift[..., D:]
@@ -223,15 +212,13 @@ class LUParameters(nn.Module):
             bias = bias + shift[..., D * D :]
         return self.transform(R, bias, **kwargs)
 
-    @torch.compiler.disable
+    @eager
     def _cached(self) -> LUTransform:
         # Eager even under torch.compile (a graph break): the key reads storage
-        # addresses, and W, W^-1 then enter the compiled graphs as inputs.
-        key = self._key()
-        if self._cache is None or self._cache_key != key:
-            self._cache = self.transform(self.R, self.bias).precompute()
-            self._cache_key = key
-        return self._cache
+        # addresses, and W, W^-1 then enter the compiled graphs as inputs. Only the
+        # module's own tensors are read: this runs on every eval-mode call.
+        make = lambda: self.transform(self.R, self.bias).precompute()
+        return self._cache.get(version_key(self, recurse=False), make)
 
     @torch.no_grad()
     def condition_number(self) -> float:

@@ -3,13 +3,16 @@ r"""The Pyro face of LU-Net: transform modules and helper constructors.
 As in Pyro, a transform runs from base to data. The forward of :func:`lu_net` is the
 paper's layer map (data to latent in the paper), so for density estimation take its
 inverse, :py:`TransformedDistribution(base, [lu_net(D).inv])`: it models the same density
-as :class:`zuko_lu.LUNet` with the same weights (:func:`from_zuko`, :func:`to_zuko`), and
-its :meth:`log_prob` runs the cheap direction. The maths is :mod:`zuko_lu.transforms` and
+as :class:`zuko_lu.LUNet` with the same weights (:func:`zuko_lu.convert.from_zuko`,
+:func:`zuko_lu.convert.to_zuko`, also importable from here), and its :meth:`log_prob`
+runs the cheap direction. The maths is :mod:`zuko_lu.transforms` and
 the parameters :class:`zuko_lu.parameters.LUParameters`, shared with the zuko face.
 
-This module does not import zuko: importing zuko sets
+This module imports neither zuko nor the zuko face: importing zuko sets
 :py:`torch.distributions.Distribution._validate_args = False`, which would silently turn
-off Pyro's argument validation.
+off Pyro's argument validation. :py:`from zuko_lu.pyro import from_zuko, to_zuko` loads
+:mod:`zuko_lu.convert` on first access (without zuko); calling :func:`to_zuko` imports
+zuko, as building a zuko flow must.
 """
 
 from __future__ import annotations
@@ -20,16 +23,15 @@ __all__ = [
     "LeakySoftplus",
     "conditional_lu_linear",
     "conditional_lu_net",
-    "from_zuko",
     "leaky_softplus",
     "lu_linear",
     "lu_net",
-    "to_zuko",
 ]
 
-import re
+import importlib
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,43 +45,36 @@ from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import constraints
 
-from .parameters import LUParameters, check_alpha, check_choice, check_features, slope_logits
+from .cache import CachedTransform
+from .options import (
+    CONDITIONINGS,
+    DIAG,
+    EXP,
+    IDENTITY,
+    check_alpha,
+    check_choice,
+    check_features,
+)
+from .parameters import LUParameters, slope_logits
 from .transforms import LeakySoftplusTransform, LUTransform, slope
 
-
-class _Cached:
-    # Caches the last (x, y) like torch's Transform, but reuses it only while the module's
-    # tensors and the grad mode are unchanged: keyed on x alone, it would return a stale y
-    # after an optimizer step on the same data, or one without a graph after no_grad.
-
-    def _state(self) -> tuple:
-        tensors = (*self.parameters(), *self.buffers())
-        return (torch.is_grad_enabled(), *((t._version, t.data_ptr()) for t in tensors))
-
-    def clear_cache(self) -> None:
-        self._cached = (None, None, None)
-
-    def __getstate__(self) -> dict:  # copies and pickles leave the cache out
-        return {**super().__getstate__(), "_cached": (None, None, None)}
-
-    def _cache(self, v: Tensor, i: int, f: Callable[[Tensor], Tensor]) -> Tensor:
-        if self._cache_size == 0:
-            return f(v)
-        state = self._state()
-        if self._cached[i] is v and self._cached[2] == state:
-            return self._cached[1 - i]
-        w = f(v)
-        self._cached = (v, w, state) if i == 0 else (w, v, state)
-        return w
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self._cache(x, 0, self._call)
-
-    def _inv_call(self, y: Tensor) -> Tensor:
-        return self._cache(y, 1, self._inverse)
+# name -> module that defines it, loaded on first access (PEP 562): the conversions,
+# which live with both faces in zuko_lu.convert; they import zuko only when called on
+# (to_zuko) or with (from_zuko) a zuko flow
+_LAZY = {
+    "from_zuko": "convert",
+    "to_zuko": "convert",
+}
 
 
-class LULinear(_Cached, TransformModule):
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"zuko_lu.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class LULinear(CachedTransform, TransformModule):
     r"""Creates an LU block :math:`y = L U x + b` as a Pyro transform module.
 
     .. math:: \log |\det J| = \sum_i \log |U_{ii}|
@@ -117,8 +112,8 @@ class LULinear(_Cached, TransformModule):
         self,
         input_dim: int,
         bias: bool = True,
-        init: str = "identity",
-        diagonal: str = "exp",
+        init: str = IDENTITY,
+        diagonal: str = EXP,
         cache_size: int = 1,
     ) -> None:
         super().__init__(cache_size=cache_size)
@@ -138,7 +133,7 @@ class LULinear(_Cached, TransformModule):
         return self.params().log_abs_det_jacobian(x, y)
 
 
-class LeakySoftplus(_Cached, TransformModule):
+class LeakySoftplus(CachedTransform, TransformModule):
     r"""Creates the leaky-softplus activation of LU-Net as a Pyro transform module.
 
     .. math:: y = \alpha x + (1 - \alpha) \log(1 + e^x), \qquad
@@ -254,16 +249,16 @@ class ConditionalLULinear(ConditionalTransformModule):
         context_dim: int,
         hidden_dims: Sequence[int] | None = None,
         bias: bool = True,
-        init: str = "identity",
-        diagonal: str = "exp",
-        conditioning: str = "diag",
+        init: str = IDENTITY,
+        diagonal: str = EXP,
+        conditioning: str = DIAG,
         nonlinearity: nn.Module | None = None,
         cache_size: int = 1,
     ) -> None:
         super().__init__()
         check_features(input_dim, "input_dim")
         self.context_dim = check_features(context_dim, "context_dim")
-        self.conditioning = check_choice(conditioning, ("diag", "full"), "conditioning")
+        self.conditioning = check_choice(conditioning, CONDITIONINGS, "conditioning")
         hidden = [64, 64] if hidden_dims is None else list(hidden_dims)
         if not hidden:
             raise ValueError("hidden_dims: expected at least one hidden width")
@@ -416,111 +411,3 @@ def conditional_lu_net(
         parts.append(ConditionalLULinear(input_dim, context_dim, hidden_dims, **kwargs))
         parts.append(LeakySoftplus(alpha, input_dim, learnable_alpha, cache_size=cache_size))
     return ConditionalComposeTransformModule(parts[:-1])
-
-
-def _options(blocks: Sequence[nn.Module], name: str) -> dict:
-    # The constructor options of an LU-Net (of either face), read off its blocks.
-    lus, acts = blocks[::2], blocks[1::2]
-    if (
-        len(blocks) < 3
-        or len(blocks) % 2 == 0
-        or not all(isinstance(getattr(b, "params", None), LUParameters) for b in lus)
-        or not all(isinstance(getattr(a, "alpha", None), float) for a in acts)
-    ):
-        raise ValueError(f"{name}: expected LU blocks joined by leaky-softplus activations")
-
-    p, hyper = lus[0].params, getattr(lus[0], "hyper", None)
-    options = dict(
-        transforms=len(acts),
-        alpha=acts[0].alpha,
-        learnable_alpha=acts[0].logit is not None,
-        bias=p.bias is not None,
-        init="identity" if p.perm is None else "orthogonal",
-        diagonal=p.diagonal,
-    )
-    if hyper is not None:
-        leaves = [m for m in hyper.modules() if not any(m.children())]
-        linear = [m for m in leaves if isinstance(getattr(m, "weight", None), Tensor)]
-        if not all(isinstance(m, (nn.ReLU, *map(type, linear))) for m in leaves):
-            raise ValueError(f"{name}: only hyper-networks with ReLU activations convert")
-        options["context"] = getattr(lus[0], "context_dim", getattr(lus[0], "context", 0))
-        options["conditioning"] = lus[0].conditioning
-        options["hidden"] = [m.weight.shape[-2] for m in linear[:-1]]
-    return options
-
-
-def _convert(source: nn.Module, blocks: list, make: Callable, target: Callable, state: dict):
-    # Builds `make()` (without touching the global RNG) on the source's device and dtype,
-    # loads the mapped state and copies the activations' slopes.
-    with torch.random.fork_rng(devices=[]):
-        module = make()
-    tensor = next(source.parameters())
-    module = module.to(device=tensor.device, dtype=tensor.dtype)
-    target(module).load_state_dict(state)
-    for src, dst in zip(blocks[1::2], list(target(module))[1::2], strict=True):
-        dst.alpha = src.alpha
-    return module
-
-
-def from_zuko(flow: nn.Module) -> ComposeTransformModule | ConditionalComposeTransformModule:
-    r"""Returns the Pyro LU-Net with the weights of a zuko :class:`zuko_lu.LUNet`.
-
-    The state-dict keys map one to one: ``transform.transforms.{i}.params.R`` (``.bias``,
-    ``.sign``, ``.perm``, an activation's ``.logit``) becomes ``{i}.params.R``, and a
-    conditional block's ``hyper.{2j}.weight`` (:class:`zuko.nn.MLP`) becomes
-    ``hyper.layers.{j}.weight`` (:class:`pyro.nn.DenseNN`). Then, for data :math:`x`,
-    :py:`flow().log_prob(x)` equals
-    :py:`TransformedDistribution(Normal(0, 1).to_event(1), [from_zuko(flow).inv]).log_prob(x)`
-    (with :class:`ConditionalTransformedDistribution` and :py:`.condition(c)` for
-    :py:`flow(c)`). The flow is left as it is.
-
-    Arguments:
-        flow: An LU-Net built by :class:`zuko_lu.LUNet` (ReLU hyper-networks).
-
-    Example:
-        >>> from zuko_lu import LUNet
-        >>> from_zuko(LUNet(2, transforms=1))[0].params.R.shape
-        torch.Size([2, 2])
-    """
-
-    blocks = list(flow.transform.transforms)
-    o = _options(blocks, "flow")
-    D = blocks[0].params.features
-    if "context" in o:
-        o["hidden_dims"] = o.pop("hidden")
-        make = lambda: conditional_lu_net(D, o.pop("context"), **o)
-    else:
-        make = lambda: lu_net(D, **o)
-
-    state = flow.transform.transforms.state_dict()
-    sub = lambda m: f"hyper.layers.{int(m.group(1)) // 2}."
-    state = {re.sub(r"hyper\.(\d+)\.", sub, k): v for k, v in state.items()}
-    return _convert(flow, blocks, make, lambda m: m, state)
-
-
-def to_zuko(module: nn.Module) -> nn.Module:
-    r"""Returns the zuko :class:`zuko_lu.LUNet` with the weights of a Pyro LU-Net built by
-    :func:`lu_net` or :func:`conditional_lu_net`: the inverse of :func:`from_zuko`.
-
-    This function imports zuko (and so turns off torch's distribution argument validation).
-
-    Arguments:
-        module: A Pyro LU-Net (ReLU hyper-networks).
-
-    Example:
-        >>> _ = torch.manual_seed(0)
-        >>> to_zuko(lu_net(2, transforms=1))().log_prob(torch.zeros(1, 2)).shape
-        torch.Size([1])
-    """
-
-    from .flows import LUNet  # imports zuko
-
-    blocks = list(module)
-    o = _options(blocks, "module")
-    if "hidden" in o:
-        o["hidden_features"] = o.pop("hidden")
-    D = blocks[0].params.features
-
-    sub = lambda m: f"hyper.{2 * int(m.group(1))}."
-    state = {re.sub(r"hyper\.layers\.(\d+)\.", sub, k): v for k, v in module.state_dict().items()}
-    return _convert(module, blocks, lambda: LUNet(D, **o), lambda f: f.transform.transforms, state)

@@ -1,8 +1,8 @@
 r"""The maths core of LU-Net: invertible transformations built from tensors.
 
 This module depends on :mod:`torch` alone. It is shared by the zuko face
-(:mod:`zuko_lu.linear`, :mod:`zuko_lu.activation`, :mod:`zuko_lu.flows`) and the Pyro
-face (:mod:`zuko_lu.pyro`), so that both run the same code.
+(:mod:`zuko_lu.flows`) and the Pyro face (:mod:`zuko_lu.pyro`), so that both run the
+same code.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ CHUNK = 2**18
 TANGENTS = (-1.5, 1.5)
 
 
+def _check_vectors(D: int, **vectors: Tensor | None) -> None:
+    for name, value in vectors.items():
+        if value is not None and (value.dim() < 1 or value.shape[-1] != D):
+            raise ValueError(f"{name}: expected shape (*, {D}), got {tuple(value.shape)}")
+
+
 class LUTransform(Transform):
     r"""Creates an LU linear transformation.
 
@@ -65,11 +71,8 @@ class LUTransform(Transform):
             context rescale a shared :math:`LU` cheaply
             (:math:`s \odot LU = L' U'` with :math:`L' = S L S^{-1}`, :math:`U' = S U`).
         perm: A permutation of :math:`(0, \dots, D - 1)`, with :math:`(Pv)_i = v_{p_i}`.
-        log_diag: :math:`\log |U_{ii}|`, with shape :math:`(*, D)`, when the caller has
-            it (computed from :math:`U`'s diagonal otherwise).
-        diag: :math:`U`'s diagonal, with shape :math:`(*, D)`, when it is kept apart from
-            `LU`, whose own diagonal is then not read (:class:`~zuko_lu.parameters.LUParameters`
-            does so: the products then never copy :math:`LU` to put the diagonal in).
+        kwargs: Keyword arguments passed to :class:`torch.distributions.Transform`
+            (``cache_size``).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -93,8 +96,6 @@ class LUTransform(Transform):
         bias: Tensor | None = None,
         log_scale: Tensor | None = None,
         perm: LongTensor | None = None,
-        log_diag: Tensor | None = None,
-        diag: Tensor | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,27 +105,43 @@ class LUTransform(Transform):
                 f"LU: expected a square matrix of shape (*, D, D), got {tuple(LU.shape)}"
             )
 
-        D = LU.shape[-1]
+        _check_vectors(LU.shape[-1], bias=bias, log_scale=log_scale)
 
-        vectors = ("bias", bias), ("log_scale", log_scale), ("log_diag", log_diag), ("diag", diag)
-        for name, value in vectors:
-            if value is not None and (value.dim() < 1 or value.shape[-1] != D):
-                raise ValueError(f"{name}: expected shape (*, {D}), got {tuple(value.shape)}")
-
-        if perm is not None and perm.shape != (D,):
-            raise ValueError(f"perm: expected shape ({D},), got {tuple(perm.shape)}")
+        if perm is not None and perm.shape != (LU.shape[-1],):
+            raise ValueError(f"perm: expected shape ({LU.shape[-1]},), got {tuple(perm.shape)}")
 
         self.LU = LU
         self.bias = bias
         self.log_scale = log_scale
         self.perm = perm
-        self.log_diag = log_diag
-        self.diag = diag
+        # U's diagonal and log |U_ii| when kept apart from LU (see _from_parts)
+        self.log_diag = None
+        self.diag = None
         self._packed = None
         self._W = None
         self._W_inv = None
         self._c_inv = None
         self._ladj_cached = None
+
+    @classmethod
+    def _from_parts(
+        cls,
+        LU: Tensor,
+        bias: Tensor | None = None,
+        log_scale: Tensor | None = None,
+        perm: LongTensor | None = None,
+        *,
+        log_diag: Tensor,
+        diag: Tensor,
+        **kwargs,
+    ) -> LUTransform:
+        # The private path of LUParameters: U's diagonal `diag` kept apart from LU, whose
+        # own diagonal is then not read (the products never copy LU to put it in), and
+        # log |U_ii| as the parameters have it. Both with shape (*, D).
+        t = cls(LU, bias, log_scale, perm, **kwargs)
+        _check_vectors(t.features, log_diag=log_diag, diag=diag)
+        t.log_diag, t.diag = log_diag, diag
+        return t
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(features={self.features})"
