@@ -126,7 +126,7 @@ def test_interleave_dtype_and_errors():
         def forward(self, c=None):
             return zuko.distributions.DiagNormal(c, torch.ones_like(c))
 
-    clip = lambda: UnconditionalTransform(SoftclipTransform, bound=5.0)  # noqa: E731
+    clip = lambda: UnconditionalTransform(SoftclipTransform, bound=5.0)
     odd = Flow([clip(), clip()], Base())
     with pytest.raises(ValueError, match="features"):
         interleave(odd)

@@ -153,3 +153,21 @@ def test_lunet_beats_gaussian_on_blobs():
     with torch.no_grad():  # NLL in the original units: the scaling's log-Jacobian is added
         nll = -(flow().log_prob((test - mu) / sigma).mean() - sigma.log().sum()).item()
     assert nll < gaussian_nll(train.double(), test.double()) - 0.3
+
+
+def test_unknown_options():
+    # every option LUNet does not know raises, naming it
+    with pytest.raises(TypeError, match="bogus"):
+        LUNet(2, bogus=1)
+    with pytest.raises(TypeError, match="bogus"):
+        LUNet(2, context=3, bogus=1)
+    with pytest.raises(TypeError, match="hidden_features"):
+        LUNet(2, hidden_features=[8])  # no context, so no hyper-network
+    with pytest.raises(TypeError, match="bogus"):
+        LULinear(2, bogus=1)
+    with pytest.raises(TypeError, match="hidden_features"):
+        LULinear(2, hidden_features=[8])
+
+    flow = LUNet(2, context=3, hidden_features=[8])
+    assert flow.transform.transforms[0].hyper[0].out_features == 8
+    assert len(LUNet(2).transform.transforms) == 7  # transforms=3 by default: 3 + 1 blocks

@@ -353,3 +353,46 @@ def test_zuko_conversion(context: int) -> None:
 
     with pytest.raises(ValueError, match="module"):
         to_zuko(torch.nn.ModuleList([lu_linear(2), lu_linear(2)]))
+
+
+def test_conversion_type_errors() -> None:
+    from zuko_lu import LUNet  # imports zuko
+
+    with pytest.raises(TypeError, match=r"flow: expected a zuko_lu\.LUNet.*got Linear"):
+        from_zuko(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="got ComposeTransformModule"):
+        from_zuko(from_zuko(LUNet(2)))  # a Pyro LU-Net is no zuko flow
+    with pytest.raises(TypeError, match=r"module: expected a Pyro LU-Net.*got Linear"):
+        to_zuko(torch.nn.Linear(2, 2))
+
+
+def test_conversion_without_zuko() -> None:
+    # the lazy names load zuko_lu.convert, which does not import zuko until to_zuko runs
+    code = (
+        "import sys, torch\n"
+        "from zuko_lu.pyro import from_zuko, lu_net, to_zuko\n"
+        "assert from_zuko.__module__ == 'zuko_lu.convert'\n"
+        "try:\n"
+        "    from_zuko(torch.nn.Linear(2, 2))\n"
+        "except TypeError:\n"
+        "    pass\n"
+        "assert 'zuko' not in sys.modules, 'zuko imported'\n"
+        "to_zuko(lu_net(2))\n"
+        "print('zuko' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_import_cost() -> None:
+    # importing the package, the maths core or the Pyro face imports neither zuko nor
+    # torch._dynamo (which pulls in sympy: seconds); each import in a clean interpreter
+    for module in ("zuko_lu", "zuko_lu.transforms", "zuko_lu.parameters", "zuko_lu.pyro"):
+        code = (
+            f"import sys, {module}\n"
+            "print(sorted(m for m in ('zuko', 'torch._dynamo', 'sympy') if m in sys.modules))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "[]", f"import {module}: {result.stdout.strip()}"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import zuko
 
 from checks import check_transform
-from zuko.lazy import LazyTransform
 
 from zuko_lu import compose, registry
 
@@ -84,8 +84,9 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_installed_entry_points():
-    assert {"lu", "leaky_softplus", "maf", "nsf", "coupling"} <= set(OURS["zuko.transforms"])
-    assert {"lunet", "lumaf", "lunsf", "lurealnvp"} <= set(OURS["zuko.flows"])
+    # zuko-lu declares only what it defines
+    assert OURS["zuko.transforms"] == ["leaky_softplus", "lu"]
+    assert OURS["zuko.flows"] == ["lumaf", "lunet", "lunsf", "lurealnvp"]
     assert set(OURS["pyro.transforms"]) == {
         "lu_linear",
         "conditional_lu_linear",
@@ -93,28 +94,73 @@ def test_installed_entry_points():
         "lu_net",
         "conditional_lu_net",
     }
+    for group in registry.GROUPS:
+        for ep in metadata.entry_points(group=group):
+            if ep.dist.name == "zuko-lu":
+                assert ep.value.startswith("zuko_lu."), ep
     for group, ours in OURS.items():
         assert set(ours) <= set(registry.names(group))
         assert registry.names(group) == sorted(set(registry.names(group)))
 
 
-@pytest.mark.parametrize("name", OURS["zuko.transforms"])
+ZUKO_FLOWS = ["maf", "nsf", "ncsf", "nice", "realnvp", "naf", "unaf", "sospf", "bpf", "gf", "cnf"]
+ZUKO_TRANSFORMS = ["maf", "nsf", "coupling", "naf", "softclip"]
+
+
+def test_builtins_and_sources():
+    for group, builtins in (("zuko.flows", ZUKO_FLOWS), ("zuko.transforms", ZUKO_TRANSFORMS)):
+        assert set(registry.BUILTINS[group]) == set(builtins)
+        sources = registry.names(group, sources=True)
+        assert list(sources) == registry.names(group)
+        for name in builtins:
+            assert sources[name] == "zuko", name
+        for name in OURS[group]:
+            assert sources[name] == "zuko-lu", name
+    assert registry.names("pyro.transforms", sources=True) == {
+        name: "zuko-lu" for name in sorted(OURS["pyro.transforms"])
+    }
+    assert registry.load("zuko.flows", "maf") is zuko.flows.MAF
+    assert registry.load("zuko.flows", "maf", distribution="zuko") is zuko.flows.MAF
+
+
+@pytest.mark.parametrize("name", registry.names("zuko.transforms"))
 def test_load_transforms(name: str):
     assert callable(registry.load("zuko.transforms", name))
-    if name == "ffj":  # an ODE per call: build only
-        assert isinstance(registry.load("zuko.transforms", name)(3, context=2), LazyTransform)
-        return
     flow = compose([name, "lu"], 3, context=2)
     c, x = torch.randn(4, 2), torch.randn(4, 3)
     assert flow(c).log_prob(x).shape == (4,)
 
 
-@pytest.mark.parametrize("name", OURS["zuko.flows"])
+@pytest.mark.parametrize("name", registry.names("zuko.flows"))
 def test_load_flows(name: str):
-    flow = registry.load("zuko.flows", name)(3, 2)
+    flow = registry.load("zuko.flows", name)(3, context=2)
     c = torch.randn(2)
-    if name != "cnf":
+    if name != "cnf":  # an ODE per call: build only
         assert flow(c).log_prob(torch.randn(4, 3)).shape == (4,)
+
+
+def test_nsf_bound():
+    # the registry's nsf is zuko's NSF with a settable spline domain: the same modules
+    nsf = registry.load("zuko.flows", "nsf")
+    torch.manual_seed(0)
+    ours = nsf(3, context=2, transforms=2)
+    torch.manual_seed(0)
+    theirs = zuko.flows.NSF(3, context=2, transforms=2)
+    state = theirs.state_dict()
+    assert list(ours.state_dict()) == list(state)
+    assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
+    c, x = torch.randn(4, 2), torch.randn(4, 3)
+    assert torch.equal(ours(c).log_prob(x), theirs(c).log_prob(x))
+
+    # outside [-B, B] the splines are the identity; inside they are not
+    wide = nsf(2, bound=20.0, transforms=1)
+    t = wide.transform.transforms[0](None)
+    x = torch.tensor([[12.0, -15.0], [25.0, -30.0]])
+    y = t(x)
+    assert not torch.allclose(y[0], x[0])
+    assert torch.equal(y[1], x[1])
+    narrow = registry.load("zuko.flows", "lunsf")(2, bound=20.0, transforms=1)
+    assert narrow.transform.transforms[0].univariate.keywords["bound"] == 20.0
 
 
 @pytest.mark.parametrize("name", OURS["pyro.transforms"])
@@ -224,3 +270,13 @@ def test_unknown_names():
         registry.names(None)
     with pytest.raises(TypeError):
         registry.load("zuko.flows", 3)
+
+
+def test_entry_point_takes_precedence(plugin):
+    # a plugin's "maf" wins over zuko's built-in, and is reported as the plugin's
+    plugin("toymaf", "[zuko.transforms]\nmaf = toymaf_mod:ToyAffine\n", module="toymaf_mod")
+    assert registry.names("zuko.transforms", sources=True)["maf"] == "toymaf"
+    assert registry.load("zuko.transforms", "maf").__name__ == "ToyAffine"
+    assert registry.load("zuko.transforms", "maf", distribution="zuko").__name__ == "maf"
+    flow = compose(["maf", "lu"], 3)
+    assert type(flow.transform.transforms[0]).__name__ == "ToyAffine"

@@ -16,8 +16,7 @@ from zuko_lu.experiments.metrics import TabularPreprocess
 from zuko_lu.experiments.models import available, build, count_parameters, match_hidden, nsf_bound
 from zuko_lu.experiments.runs import draw
 from zuko_lu.experiments.training import TrainConfig, TrainState, fit
-from zuko_lu.flows import LUNet
-from zuko_lu.flows import LULinear
+from zuko_lu.flows import LULinear, LUNet
 
 
 def toy(n: int = 256) -> torch.Tensor:

@@ -239,7 +239,7 @@ def register_aliases(app: Sphinx, doctree: nodes.document) -> None:
             domain.note_object(f"zuko_lu.{name}", target.objtype, target.node_id, aliased=True)
 
 
-def keep_public(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> Any:  # noqa: ANN401
+def keep_public(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> Any:
     r"""Documents every name of a zuko_lu module's ``__all__``, even without a docstring."""
 
     if what != "module" or not skip:
@@ -257,7 +257,7 @@ def drop_type_docstring(
     name: str,
     obj: Any,
     options: Any,
-    lines: list[str],  # noqa: ANN401
+    lines: list[str],
 ) -> None:
     r"""Drops the docstring that a datum inherits from its type (``tuple``'s, ...)."""
 
