@@ -128,7 +128,7 @@ def test_docstrings_rendered(site: Path) -> None:
         for section in ("Arguments:", "Example:", "References:"):
             assert section not in text, f"unrendered {section!r} in {page.name}"
 
-    text = text_of(site, "api/linear.html")
+    text = text_of(site, "api/flows.html")
     assert "Parameters:" in text and "Example" in text and ">>>" in text
     assert "\\(" in text or "\\[" in text  # maths for MathJax
 
