@@ -67,9 +67,8 @@ class LUTransform(Transform):
             (its unit diagonal is implied) and the upper part with the diagonal holds
             :math:`U`'s. Leading dimensions broadcast against :math:`x`.
         bias: The bias :math:`b`, with shape :math:`(*, D)`.
-        log_scale: The log-scale :math:`\log s`, with shape :math:`(*, D)`. It lets a
-            context rescale a shared :math:`LU` cheaply
-            (:math:`s \odot LU = L' U'` with :math:`L' = S L S^{-1}`, :math:`U' = S U`).
+        log_scale: The log-scale :math:`\log s`, with shape :math:`(*, D)`: a context
+            rescales a shared :math:`LU` with it (see :doc:`/maths`).
         perm: A permutation of :math:`(0, \dots, D - 1)`, with :math:`(Pv)_i = v_{p_i}`.
         kwargs: Keyword arguments passed to :class:`torch.distributions.Transform`
             (``cache_size``).
@@ -180,7 +179,7 @@ class LUTransform(Transform):
         Afterwards the inverse is one matrix product, :math:`x = W^{-1} y - W^{-1} b`,
         as cheap as the forward. :math:`W^{-1} = U^{-1} L^{-1} P^T` is formed by
         triangular solves in float64 and rounded once to the working precision, so
-        that it is as accurate as the solves it replaces (measured in the tests).
+        that it is as accurate as the solves it replaces (see :doc:`/maths`).
         Batched factors and output scales keep the solves.
         """
 
