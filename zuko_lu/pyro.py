@@ -74,6 +74,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 class LULinear(CachedTransform, TransformModule):
     r"""Creates an LU block :math:`y = L U x + b` as a Pyro transform module.
 
