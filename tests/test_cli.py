@@ -298,7 +298,7 @@ def strict_json(path: Path) -> dict:
 def one_line_error(code: int, err: str, expected: int = 2) -> str:
     assert code == expected, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zuko-lu: error:"), err
+    assert len(lines) == 1 and lines[0].startswith("zuko-lu") and "error:" in lines[0], err
     assert "Traceback" not in err
     return lines[0]
 
