@@ -179,17 +179,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parser() -> argparse.ArgumentParser:
-    r"""Returns the argument parser of ``zuko-lu``."""
-
-    from .. import __version__
-
-    root = _Parser(
-        prog="zuko-lu",
-        description="LU-Net normalizing flows: train, evaluate, sample and compare.",
-    )
-    root.add_argument("--version", action="version", version=f"zuko-lu {__version__}")
-    sub = root.add_subparsers(dest="command", metavar="COMMAND")
+def _train_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu train``."""
 
     p = sub.add_parser(
         "train",
@@ -211,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures")
     p.set_defaults(run=commands.train)
 
+
+def _evaluate_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu evaluate``."""
+
     p = sub.add_parser("evaluate", help="test NLL or bits/dim of a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
@@ -225,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--path", metavar="FILE", help="where the csv/npy table is now")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.set_defaults(run=commands.evaluate)
+
+
+def _sample_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu sample``."""
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint, to .npy and .png")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
@@ -251,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.set_defaults(run=commands.sample)
+
+
+def _compare_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu compare``."""
 
     p = sub.add_parser(
         "compare",
@@ -284,6 +287,22 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare-DATA-TIME)")
     p.set_defaults(run=commands.compare)
+
+
+def parser() -> argparse.ArgumentParser:
+    r"""Returns the argument parser of ``zuko-lu``."""
+
+    from .. import __version__
+
+    root = _Parser(
+        prog="zuko-lu",
+        description="LU-Net normalizing flows: train, evaluate, sample and compare.",
+    )
+    root.add_argument("--version", action="version", version=f"zuko-lu {__version__}")
+    sub = root.add_subparsers(dest="command", metavar="COMMAND")
+
+    for add in (_train_parser, _evaluate_parser, _sample_parser, _compare_parser):
+        add(sub)
     return root
 
 

@@ -142,7 +142,7 @@ def compare(
             log(f"{name}: {e}")
             rows.append({"model": name, "kwargs": kwargs[name], "test": None})
             continue
-        row, samples, flow, pre = _measure(name, m, data, out / name, dev)
+        row, samples, flow, pre = _measure(name, m, data, out=out / name, dev=dev)
         rows.append(row)
         pictures.append((name, flow, pre, samples))
         log(
@@ -172,7 +172,7 @@ def compare(
 
 
 def _measure(
-    name: str, m: dict[str, Any], data: Any, out: Path, dev: torch.device
+    name: str, m: dict[str, Any], data: Any, *, out: Path, dev: torch.device
 ) -> tuple[dict[str, Any], torch.Tensor, nn.Module, nn.Module]:  # noqa: ANN401
     r"""Times a trained model's density and sampling, draws its pictures; returns its
     row, its samples, and the model and preprocessing on `dev`."""

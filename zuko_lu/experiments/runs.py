@@ -183,7 +183,7 @@ def train_run(
 
     rank, world, device = setup_distributed(device)
     if resume is None:
-        run = _start_fresh(spec, model, kwargs, config, Path(out))
+        run = _start_fresh(spec, model, kwargs, config=config, out=Path(out))
     else:
         run = _start_resumed(resume, config, Path(out), rank=rank)
     run.rank, run.world, run.device = rank, world, device
@@ -222,7 +222,7 @@ def _resolve_kwargs(name: str, kwargs: dict, y_train: Callable[[], Tensor]) -> d
 
 
 def _start_fresh(
-    spec: dict[str, Any], model: str, kwargs: dict[str, Any], config: TrainConfig, out: Path
+    spec: dict[str, Any], model: str, kwargs: dict[str, Any], *, config: TrainConfig, out: Path
 ) -> _Run:
     _refuse_run_folder(out)
     data = load_data(spec)

@@ -138,8 +138,8 @@ class _Trainer:
         preprocess: ImagePreprocess | TabularPreprocess,
         train: Tensor,
         val: Tensor,
-        config: TrainConfig,
         *,
+        config: TrainConfig,
         state: TrainState | None,
         optimizer_state: dict | None,
     ) -> None:
@@ -253,7 +253,7 @@ class _Trainer:
         (val_loss,) = _broadcast([val_loss], self.device)
         return val_loss
 
-    def record(self, train: float, val: float, seconds: float, save: Callable | None) -> str:
+    def record(self, train: float, val: float, *, seconds: float, save: Callable | None) -> str:
         r"""Ends an epoch: history, best parameters, decay, stopping and checkpoints;
         returns the epoch's line."""
 
@@ -341,14 +341,14 @@ def fit(
     """
 
     trainer = _Trainer(
-        flow, preprocess, train, val, config, state=state, optimizer_state=optimizer_state
+        flow, preprocess, train, val, config=config, state=state, optimizer_state=optimizer_state
     )
     with _progress(trainer.todo, enabled=progress and trainer.rank == 0) as bar:
         while trainer.state.epoch < config.epochs and not trainer.state.stopped:
             start = time.perf_counter()
             mean, _ = trainer.train_epoch(bar)
             val_loss = trainer.validate()
-            line = trainer.record(mean, val_loss, time.perf_counter() - start, save)
+            line = trainer.record(mean, val_loss, seconds=time.perf_counter() - start, save=save)
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(line.split(": ", 1)[1])
             if log is not None and trainer.rank == 0:
