@@ -480,3 +480,27 @@ def test_metrics_rows_and_epoch_seconds(
     assert len(seconds) == metrics["epochs"] == 1 and seconds[0] > 0
     assert "stopped by --time-limit 1e-09 s after 1 epoch" in out
     assert "epoch 1" in out and " s" in out
+
+
+def test_compare_divergence(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    table: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r"""Defect 3 in ``compare``: a model that diverges is a row that says so, the
+    others are compared, and the exit code is 1."""
+
+    from zuko_lu.experiments.training import NLL
+
+    forward = NLL.forward
+    nan = lambda self, y: (
+        forward(self, y) * (math.nan if self.flow.__class__.__name__ == "MAF" else 1)
+    )
+    monkeypatch.setattr(NLL, "forward", nan)
+    models = ["--models", "lunet", "maf", "--epochs", 1, "--time-limit", 0]
+    code, out, err = run(capsys, "compare", *on_csv(table), *models, "--out", tmp_path, *FAST)
+    assert code == 1 and "maf diverged" in err and "Traceback" not in err, (out, err)
+    rows = strict_json(tmp_path / "compare.json")["rows"]
+    assert [r["test"] is None for r in rows] == [False, True]
+    assert "| maf | diverged |" in (tmp_path / "compare.md").read_text()
