@@ -73,8 +73,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     folder, which is then renamed over `path`.
 
     Raises:
-        OSError: If writing fails (e.g. a full disk), with a message naming the file and
-            saying that the previous one is intact; the temporary file is removed.
+        OSError: If writing fails (e.g. a full disk), with a message naming the file;
+            the previous file is intact and the temporary one removed.
     """
 
     path = Path(path)
@@ -84,11 +84,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             write(f)
         os.replace(tmp, path)
     except OSError as e:
-        kept = "the previous one is intact" if path.exists() else "no previous one"
         reason = e.strerror or str(e)
-        raise OSError(
-            e.errno, f"{reason} while saving '{path}' ({kept}; the files saved before are intact)"
-        ) from e
+        message = f"{reason} while saving '{path}'; the files saved before are intact"
+        raise OSError(e.errno, message) from e
     finally:
         tmp.unlink(missing_ok=True)
 
