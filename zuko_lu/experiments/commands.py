@@ -1,6 +1,7 @@
 r"""The subcommands of ``zuko-lu``: each takes the parsed arguments (see
 :mod:`zuko_lu.experiments.cli`) and returns an exit code; bad input raises an error that
-:func:`zuko_lu.experiments.cli.main` turns into one line and exit code 2.
+:func:`zuko_lu.experiments.cli.main` turns into one line and exit code 2. Defaults are
+read from :mod:`zuko_lu.experiments.config`.
 """
 
 from __future__ import annotations
@@ -14,50 +15,49 @@ __all__ = [
 
 import argparse
 import math
+import sys
 import time
 
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-TRAIN_DEFAULTS = {
-    "epochs": 50,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "clip": 10.0,
-    "patience": 10,
-    "decay": 3,
-    "time_limit": 100.0,
-    "seed": 0,
-}
-DATA_DEFAULTS = {
-    "data": "mnist",
-    "data_dir": None,
-    "path": None,
-    "class_": None,
-    "val_fraction": 0.1,
-}
-MODEL_DEFAULTS = {"model": "lunet", "transforms": None, "hidden": None, "bound": None}
+from . import config as defaults
+from .config import TrainConfig
+
+# the options that a resumed run takes from its checkpoint, and the model options' flags
+_DATA_OPTIONS = ("data", "data_dir", "path", "class_", "val_fraction")
+_MODEL_OPTIONS = {"transforms": "--transforms", "hidden_features": "--hidden", "bound": "--bound"}
 
 
-def _config(args: argparse.Namespace, base: dict | None = None) -> Any:  # noqa: ANN401
-    from .training import TrainConfig
+def _flag(dest: str) -> str:
+    return "--" + dest.rstrip("_").replace("_", "-")
 
-    values = {**TRAIN_DEFAULTS, **(base or {})}
-    values.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+
+def _config(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    r"""The training configuration: the defaults, then `base` (a resumed run's), then
+    the options given; 0 switches off clip, patience, decay and the time limit."""
+
+    values = {**asdict(TrainConfig()), **(base or {})}
+    for f in fields(TrainConfig):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
     for key in ("clip", "patience", "decay", "time_limit"):
-        values[key] = values[key] or None  # 0 switches it off
+        values[key] = values[key] or None
     return TrainConfig(**values)
 
 
 def _spec(args: argparse.Namespace) -> dict[str, Any]:
     from .runs import data_spec
 
-    d = {
-        k: getattr(args, k) if getattr(args, k) is not None else v
-        for k, v in DATA_DEFAULTS.items()
-    }
-    seed = args.seed if args.seed is not None else TRAIN_DEFAULTS["seed"]
-    return data_spec(d["data"], d["data_dir"], d["path"], d["class_"], seed, d["val_fraction"])
+    return data_spec(
+        args.data or defaults.DATA,
+        data_dir=args.data_dir,
+        path=args.path,
+        class_=args.class_,
+        seed=TrainConfig.seed if args.seed is None else args.seed,
+        val_fraction=args.val_fraction or defaults.VAL_FRACTION,
+    )
 
 
 def _default_out(kind: str, spec: dict, model: str = "") -> Path:
@@ -66,33 +66,48 @@ def _default_out(kind: str, spec: dict, model: str = "") -> Path:
     return Path("runs") / "-".join(p for p in parts if p)
 
 
-def train(args: argparse.Namespace) -> int:
+def _model_options(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    r"""The model options given, each checked against the model's builder."""
+
+    from .models import accepts, available
+
+    if model not in available():
+        raise ValueError(f"unknown model '{model}', known: {', '.join(available())}")
+    kwargs = {"transforms": args.transforms, "hidden_features": args.hidden, "bound": args.bound}
+    for key, flag in _MODEL_OPTIONS.items():
+        value = kwargs[key]
+        if value is not None and value != "auto" and not accepts(model, key, value):
+            raise ValueError(f"model '{model}' takes no {flag}: drop it")
+    return kwargs
+
+
+def _resumed(args: argparse.Namespace) -> tuple[dict[str, Any], TrainConfig, Path]:
     from . import checkpoint as ckpt
+
+    kept = (*_DATA_OPTIONS, "model", "transforms", "hidden", "bound")
+    given = [_flag(k) for k in kept if getattr(args, k) is not None]
+    if given:
+        raise ValueError(
+            f"--resume continues the checkpoint's data and model: drop {', '.join(given)}"
+        )
+    resume = ckpt.load(args.resume, name="last.pt")
+    config = _config(args, resume.get("config"))
+    if args.lr is not None:  # the rate given takes effect, its decay restarts from it
+        resume["state"]["lr"] = args.lr
+    out = Path(args.out) if args.out else Path(resume["path"]).parent
+    return resume, config, out
+
+
+def train(args: argparse.Namespace) -> int:
     from .runs import headline, train_run
 
-    resume = None
     if args.resume is not None:
-        given = [
-            f"--{k.rstrip('_').replace('_', '-')}"
-            for k in (*DATA_DEFAULTS, *MODEL_DEFAULTS)
-            if getattr(args, k) is not None
-        ]
-        if given:
-            raise ValueError(
-                f"--resume continues the checkpoint's data and model: drop {', '.join(given)}"
-            )
-        resume = ckpt.load(args.resume, name="last.pt")
-        config = _config(args, resume.get("config"))
-        out = Path(args.out) if args.out else Path(resume["path"]).parent
+        resume, config, out = _resumed(args)
         spec, model, kwargs = resume["data"], resume["model"]["name"], {}
     else:
-        config, spec = _config(args), _spec(args)
-        model = args.model or MODEL_DEFAULTS["model"]
-        kwargs = {
-            "transforms": args.transforms,
-            "hidden_features": args.hidden,
-            "bound": args.bound,
-        }
+        resume, config, spec = None, _config(args), _spec(args)
+        model = args.model or defaults.MODEL
+        kwargs = _model_options(args, model)
         out = Path(args.out) if args.out else _default_out("", spec, model)
 
     metrics = train_run(
@@ -101,11 +116,11 @@ def train(args: argparse.Namespace) -> int:
         kwargs,
         config,
         out,
-        args.device,
-        resume,
-        args.draws,
-        not args.no_progress,
-        not args.no_pictures,
+        device=args.device,
+        resume=resume,
+        draws=args.draws,
+        progress=not args.no_progress,
+        pictures=not args.no_pictures,
     )
     if metrics is not None:
         print(headline(metrics))
@@ -115,24 +130,17 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from .distributed import resolve_device
-    from .runs import describe, load_data
+    from .runs import data_for, describe
     from .runs import evaluate as nll
 
     payload = ckpt.load(args.checkpoint)
     flow, pre = ckpt.restore(payload)
-    spec = dict(payload["data"])
-    spec.update(
-        {
-            k: str(Path(getattr(args, k)).resolve())
-            for k in ("data_dir", "path")
-            if getattr(args, k)
-        }
-    )
-    data = load_data(spec)
+    data = data_for(payload, data_dir=args.data_dir, path=args.path)
     device = resolve_device(args.device)
     x = {"test": data.test, "val": data.val, "train": data.train}[args.split]
-    mean, std = nll(flow.to(device), pre.to(device), x.to(device), args.draws, args.seed)
-    metric, unit = describe(data)
+    flow, pre = flow.to(device), pre.to(device)
+    mean, std = nll(flow, pre, x.to(device), draws=args.draws, seed=args.seed)
+    metric, _ = describe(data)
     if metric == "bits/dim":
         print(
             f"{args.split} bits/dim {mean:.3f} ± {std:.4f} ({args.draws} dequantisation draws,"
@@ -150,13 +158,15 @@ def sample(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from . import plots
     from .distributed import resolve_device
-    from .runs import draw
+    from .sampling import draw
 
     payload = ckpt.load(args.checkpoint)
     flow, pre = ckpt.restore(payload)
     device = resolve_device(args.device)
+    flow, pre = flow.to(device), pre.to(device)
     torch.manual_seed(args.seed)
-    x = draw(flow.to(device), pre.to(device), args.num, args.temperature).cpu()
+    chunks = [min(10_000, args.num - i) for i in range(0, args.num, 10_000)]
+    x = torch.cat([draw(flow, pre, n, args.temperature).cpu() for n in chunks])
 
     prefix = (
         Path(args.out)
@@ -167,7 +177,7 @@ def sample(args: argparse.Namespace) -> int:
     image = payload["preprocess"]["kind"] == "image"
     shape = _image_shape(payload, x.shape[-1]) if image else None
     array = x.reshape(-1, *shape).numpy() if image else x.numpy()
-    np.save(prefix.with_name(prefix.name + ".npy"), array)
+    ckpt.write_atomic(prefix.with_name(prefix.name + ".npy"), lambda f: np.save(f, array))
     written = [prefix.name + ".npy"]
     if plots.available():
         png = prefix.with_name(prefix.name + ".png")
@@ -199,16 +209,20 @@ def compare(args: argparse.Namespace) -> int:
     spec, config = _spec(args), _config(args)
     out = Path(args.out) if args.out else _default_out("compare", spec)
     lunet = {} if args.transforms is None else {"transforms": args.transforms}
-    compare(
+    rows = compare(
         spec,
         args.models,
         config,
         out,
-        lunet,
-        not args.no_match,
-        args.device,
-        args.draws,
-        not args.no_progress,
+        lunet=lunet,
+        match=not args.no_match,
+        device=args.device,
+        draws=args.draws,
+        progress=not args.no_progress,
     )
     print(f"comparison in {out / 'compare.md'} and {out / 'compare.json'}")
+    diverged = [r["model"] for r in rows if r["test"] is None]
+    if diverged:
+        print(f"zuko-lu: error: {', '.join(diverged)} diverged (see above)", file=sys.stderr)
+        return 1
     return 0

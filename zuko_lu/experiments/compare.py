@@ -7,7 +7,8 @@ standardisation, whose log-Jacobian is in every likelihood). Fairness choices:
 * Parameter counts: each baseline's hidden width :math:`h` (two hidden layers) is
   chosen so that its count is closest to LU-Net's (see
   :func:`zuko_lu.experiments.models.match_hidden`), with :math:`h \ge 16`; the counts are reported.
-  RealNVP gets 4 coupling transforms, MAF and NSF 3 (zuko's default).
+  RealNVP gets 4 coupling transforms, the others their builders' defaults (see
+  :data:`zuko_lu.experiments.config.COMPARE_OPTIONS`).
 * Spline bound: zuko's splines are the identity outside :math:`[-B, B]` (:math:`B = 5`
   by default); standardised logit pixels reach about :math:`\pm 14`, so NSF's bound is
   set to hold every training input (see :func:`zuko_lu.experiments.models.nsf_bound`).
@@ -22,7 +23,6 @@ standardisation, whose log-Jacobian is in every likelihood). Fairness choices:
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE_TRANSFORMS",
     "compare",
     "machine",
     "markdown",
@@ -30,7 +30,6 @@ __all__ = [
     "timed",
 ]
 
-import json
 import os
 import platform
 import statistics
@@ -45,37 +44,39 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint as ckpt
+from .config import COMPARE_OPTIONS, DRAWS, TrainConfig
 from .distributed import resolve_device
-from .models import accepts, build, count_parameters, defaults, match_hidden
+from .models import accepts, build, count_parameters, match_hidden
 from .plots import run_pictures
-from .runs import describe, draw, load_data, log_prob_fn, train_run
-from .training import TrainConfig
-
-BASELINE_TRANSFORMS = {"realnvp": 4, "maf": 3, "nsf": 3}
+from .runs import describe, load_data, train_run
+from .sampling import draw, log_prob_fn
+from .training import DivergedError
 
 
 def sizes(
-    models: list[str], features: int, lunet: dict[str, Any], match: bool
+    models: list[str],
+    features: int,
+    *,
+    lunet: dict[str, Any] | None = None,
+    match: bool = True,
 ) -> dict[str, dict[str, Any]]:
     r"""Returns each model's keyword arguments: LU-Net's as given, the others' hidden
     widths matched to LU-Net's parameter count when `match` (and possible)."""
 
-    lunet = {**defaults("lunet"), **lunet}
+    lunet = dict(lunet or {})
     with torch.random.fork_rng():
         target = count_parameters(build("lunet", features, **lunet))
 
     kwargs = {}
     for name in models:
         if name == "lunet":
-            kwargs[name] = dict(lunet)
+            kwargs[name] = lunet
             continue
-        kw = {}
-        if name in BASELINE_TRANSFORMS:
-            kw["transforms"] = BASELINE_TRANSFORMS[name]
-        if match and accepts(name, "hidden_features"):
+        kw = dict(COMPARE_OPTIONS.get(name, {}))
+        if match and accepts(name, "hidden_features", [16, 16]):
             h, _ = match_hidden(name, features, target, **kw)
             kw["hidden_features"] = [h, h]
-        if accepts(name, "bound"):
+        if accepts(name, "bound", 5.0):
             kw["bound"] = "auto"
         kwargs[name] = kw
     return kwargs
@@ -86,10 +87,11 @@ def compare(
     models: list[str],
     config: TrainConfig,
     out: str | Path,
+    *,
     lunet: dict[str, Any] | None = None,
     match: bool = True,
     device: str = "auto",
-    draws: int = 5,
+    draws: int = DRAWS,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
@@ -110,61 +112,42 @@ def compare(
         log: Where messages go.
 
     Returns:
-        One row per model (as in :py:`compare.json`).
+        One row per model (as in :py:`compare.json`); a model that diverged has
+        :py:`None` for its test score and timings.
     """
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(spec)
-    kwargs = sizes(models, data.features, lunet or {}, match)
+    kwargs = sizes(models, data.features, lunet=lunet, match=match)
     dev = resolve_device(device)
 
     rows, pictures = [], []
     for name in models:
         log(f"== {name}")
-        m = train_run(
-            spec, name, kwargs[name], config, out / name, device, None, draws, progress, False, log
-        )
-        flow, pre = ckpt.restore(ckpt.load(out / name / "checkpoint.pt"))
-        flow, pre = flow.to(dev), pre.to(dev)
-        x = data.test[:1000].to(dev)
-        n = 100 if data.kind == "image" else 1000
-        kept = {}
-
-        def sample(
-            flow: nn.Module = flow, pre: nn.Module = pre, n: int = n, kept: dict = kept
-        ) -> None:
-            kept["x"] = draw(flow, pre, n)
-
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(0)
-            y, _ = pre(x, torch.Generator().manual_seed(0))
-            density_s = timed(lambda y=y, flow=flow: flow().log_prob(y), dev) / len(x)
-            warmup = lambda flow=flow, pre=pre: draw(flow, pre, 2)
-            sample_s = timed(sample, dev, repeats=3, warmup=warmup) / n
-        samples = kept["x"][:64].cpu() if data.kind == "image" else kept["x"].cpu()
-        history = m["history"]
-        run_pictures(flow, pre, data, history, m["test"]["unit"], out / name, samples)
+        try:
+            m = train_run(
+                spec,
+                name,
+                kwargs[name],
+                config,
+                out / name,
+                device=device,
+                draws=draws,
+                progress=progress,
+                pictures=False,
+                log=log,
+            )
+        except DivergedError as e:
+            log(f"{name}: {e}")
+            rows.append({"model": name, "kwargs": kwargs[name], "test": None})
+            continue
+        row, samples, flow, pre = _measure(name, m, data, out=out / name, dev=dev)
+        rows.append(row)
         pictures.append((name, flow, pre, samples))
-        rows.append(
-            {
-                "model": name,
-                "kwargs": m["model"]["kwargs"],
-                "parameters": m["model"]["parameters"],
-                "test": m["test"]["mean"],
-                "test_std": m["test"]["std"],
-                "val": m["val"],
-                "epochs": m["epochs"],
-                "best_epoch": m["best_epoch"],
-                "stopped": m["stopped"],
-                "epoch_s": m["epoch_time_s"],
-                "sample_ms": 1e3 * sample_s,
-                "density_ms": 1e3 * density_s,
-            }
-        )
         log(
-            f"{name}: test {rows[-1]['test']:.4f} {m['test']['unit']}, "
-            f"{rows[-1]['parameters']:,} parameters, {rows[-1]['epoch_s']:.2f} s/epoch"
+            f"{name}: test {row['test']:.4f} {m['test']['unit']}, "
+            f"{row['parameters']:,} parameters, {row['epoch_s']:.2f} s/epoch"
         )
 
     metric, unit = describe(data)
@@ -181,17 +164,57 @@ def compare(
         "date": time.strftime("%Y-%m-%d"),
         "versions": ckpt.versions(),
     }
-    with open(out / "compare.json", "w") as f:
-        json.dump({**meta, "rows": rows}, f, indent=2, default=str)
-    with open(out / "compare.md", "w") as f:
-        f.write(markdown(rows, meta))
+    ckpt.write_json(out / "compare.json", {**meta, "rows": rows})
+    text = markdown(rows, meta)
+    ckpt.write_atomic(out / "compare.md", lambda f: f.write(text.encode()))
     _panels(pictures, data, out)
     return rows
+
+
+def _measure(
+    name: str, m: dict[str, Any], data: Any, *, out: Path, dev: torch.device
+) -> tuple[dict[str, Any], torch.Tensor, nn.Module, nn.Module]:  # noqa: ANN401
+    r"""Times a trained model's density and sampling, draws its pictures; returns its
+    row, its samples, and the model and preprocessing on `dev`."""
+
+    flow, pre = ckpt.restore(ckpt.load(out / "checkpoint.pt"))
+    flow, pre = flow.to(dev), pre.to(dev)
+    x = data.test[:1000].to(dev)
+    n = 100 if data.kind == "image" else 1000
+    kept = {}
+
+    def sample() -> None:
+        kept["x"] = draw(flow, pre, n)
+
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        y, _ = pre(x, torch.Generator().manual_seed(0))
+        density_s = timed(lambda: flow().log_prob(y), dev) / len(x)
+        sample_s = timed(sample, dev, repeats=3, warmup=lambda: draw(flow, pre, 2)) / n
+    samples = kept["x"][:64].cpu() if data.kind == "image" else kept["x"].cpu()
+    caption = f"{name} on {data.name}, epoch {m['best_epoch']}"
+    run_pictures(flow, pre, data, m["history"], m["test"]["unit"], out, samples, caption=caption)
+    row = {
+        "model": name,
+        "kwargs": m["model"]["kwargs"],
+        "parameters": m["model"]["parameters"],
+        "test": m["test"]["mean"],
+        "test_std": m["test"]["std"],
+        "val": m["val"],
+        "epochs": m["epochs"],
+        "best_epoch": m["best_epoch"],
+        "stopped": m["stopped"],
+        "epoch_s": m["epoch_time_s"],
+        "sample_ms": 1e3 * sample_s,
+        "density_ms": 1e3 * density_s,
+    }
+    return row, samples, flow, pre
 
 
 def timed(
     fn: Callable[[], Any],
     device: torch.device,
+    *,
     repeats: int = 5,
     budget: float = 60.0,
     warmup: Callable[[], Any] | None = None,
@@ -254,6 +277,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r["test"] is None:
+            lines.append(f"| {r['model']} | diverged | | | | | |")
+            continue
         spread = f" ± {r['test_std']:.3f}" if r["test_std"] else ""
         lines.append(
             f"| {r['model']} | {r['test']:.3f}{spread} | {r['parameters']:,} | "

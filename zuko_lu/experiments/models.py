@@ -1,8 +1,11 @@
-r"""The flows that the command line builds by name: LU-Net, zuko's baselines, the LU
-hybrids and any flow builder registered under the ``zuko.flows`` entry-point group.
+r"""The flows that the command line builds by name: every flow builder of the
+``zuko.flows`` registry (see :mod:`zuko_lu.registry`): LU-Net, the LU hybrids, zuko's
+flows and any installed plugin's.
 
 A model is described by plain data, :py:`{"name": ..., "features": ..., "kwargs": {...}}`,
-so that a checkpoint can rebuild it (see :mod:`zuko_lu.experiments.checkpoint`).
+so that a checkpoint can rebuild it (see :mod:`zuko_lu.experiments.checkpoint`). The
+command line adds nothing of its own per model: a builder's defaults are its own, and an
+option it does not take is refused by the builder.
 """
 
 from __future__ import annotations
@@ -12,18 +15,13 @@ __all__ = [
     "available",
     "build",
     "count_parameters",
-    "defaults",
     "match_hidden",
     "nsf_bound",
 ]
 
-import importlib
-import importlib.util
-import inspect
 import math
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -31,140 +29,43 @@ import torch.nn as nn
 
 from torch import Tensor
 
-# zuko builders whose MLPs take `hidden_features`; their defaults are zuko's
-_BASELINES = ("realnvp", "maf", "nsf")
-_HYBRIDS = {"lumaf": "LUMAF", "lunsf": "LUNSF", "lurealnvp": "LURealNVP"}
-
-
-def _lunet(features: int, context: int = 0, **kwargs) -> nn.Module:
-    from ..flows import LUNet
-
-    if "hidden_features" in kwargs and context == 0:
-        raise ValueError("model 'lunet' has no hidden layers: drop --hidden")
-    return LUNet(features, context, **kwargs)
-
-
-def _realnvp(features: int, context: int = 0, **kwargs) -> nn.Module:
-    from zuko.flows import RealNVP
-
-    return RealNVP(features, context, **kwargs)
-
-
-def _maf(features: int, context: int = 0, **kwargs) -> nn.Module:
-    from zuko.flows import MAF
-
-    return MAF(features, context, **kwargs)
-
-
-def _nsf(
-    features: int,
-    context: int = 0,
-    bins: int = 8,
-    bound: float = 5.0,
-    slope: float = 1e-3,
-    **kwargs,
-) -> nn.Module:
-    r"""zuko's NSF (a MAF of monotonic rational-quadratic splines) with a settable
-    :py:`bound`: the splines are the identity outside :math:`[-B, B]`."""
-
-    from zuko.flows import MAF
-    from zuko.transforms import MonotonicRQSTransform
-
-    spline = partial(MonotonicRQSTransform, bound=float(bound), slope=slope)
-    shapes = [(bins,), (bins,), (bins - 1,)]
-    return MAF(features, context, univariate=spline, shapes=shapes, **kwargs)
-
-
-def _lunsf(
-    features: int,
-    context: int = 0,
-    bins: int = 8,
-    bound: float = 5.0,
-    slope: float = 1e-3,
-    lu: dict[str, Any] | None = None,
-    **kwargs,
-) -> nn.Module:
-    r""":class:`zuko_lu.LUNSF` with a settable spline :py:`bound` (the same modules, so
-    the same state dict)."""
-
-    from ..hybrids import interleave
-
-    flow = _nsf(features, context, bins=bins, bound=bound, slope=slope, **kwargs)
-    return interleave(flow, features, context, inplace=True, **(lu or {}))
-
-
-_BUILTIN: dict[str, Callable[..., nn.Module]] = {
-    "lunet": _lunet,
-    "realnvp": _realnvp,
-    "maf": _maf,
-    "nsf": _nsf,
-}
-
-
-def _hybrids() -> dict[str, Callable[..., nn.Module]]:
-    if importlib.util.find_spec("zuko_lu.hybrids") is None:
-        return {}
-    module = importlib.import_module("zuko_lu.hybrids")
-    return {k: getattr(module, v) for k, v in _HYBRIDS.items() if hasattr(module, v)}
-
-
-def _registered() -> list[str]:
-    try:
-        from ..registry import names
-
-        return names("zuko.flows")
-    except Exception:  # a broken third-party entry point must not break the CLI
-        return []
+from .. import registry
 
 
 def available() -> list[str]:
-    r"""Returns the names of the models that :func:`build` knows.
+    r"""Returns the names of the models that :func:`build` knows: those of the
+    ``zuko.flows`` registry.
 
     Example:
-        >>> {"lunet", "realnvp", "maf", "nsf"} <= set(available())
+        >>> {"lunet", "realnvp", "maf", "nsf", "lunsf"} <= set(available())
         True
     """
 
-    return sorted({*_BUILTIN, *_hybrids(), *_registered()})
+    return registry.names("zuko.flows")
 
 
 def _builder(name: str) -> Callable[..., nn.Module]:
-    if name in _BUILTIN:
-        return _BUILTIN[name]
-    hybrids = _hybrids()
-    if name == "lunsf" and "lunsf" in hybrids:
-        return _lunsf
-    if name in hybrids:
-        return hybrids[name]
-    if name in _registered():
-        from ..registry import load
-
-        return load("zuko.flows", name)
-    raise ValueError(f"unknown model '{name}', known: {', '.join(available())}")
-
-
-def accepts(name: str, option: str) -> bool:
-    r"""Returns whether the builder of a model takes an option explicitly, or forwards
-    it to zuko's MLPs (:py:`hidden_features`, :py:`transforms` for zuko flows)."""
-
-    params = inspect.signature(_builder(name)).parameters
-    if option in params:
-        return True
-    forwards = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return forwards and option in ("hidden_features", "transforms") and name != "lunet"
+    try:
+        return registry.load("zuko.flows", name)
+    except LookupError:
+        raise ValueError(f"unknown model '{name}', known: {', '.join(available())}") from None
 
 
 def build(name: str, features: int, **kwargs) -> nn.Module:
-    r"""Builds a flow by name.
+    r"""Builds a flow by name, as :py:`registry.load("zuko.flows", name)(features, **kwargs)`.
 
     Arguments:
         name: One of :func:`available`.
         features: The number of features :math:`D`.
         kwargs: The builder's keyword arguments (e.g. :py:`transforms`,
-            :py:`hidden_features`; :py:`bound` and :py:`bins` for :py:`nsf`).
+            :py:`hidden_features`; :py:`bound` for :py:`nsf` and :py:`lunsf`).
 
     Returns:
         The flow, a :class:`zuko.lazy.Flow` (or any lazy distribution module).
+
+    Raises:
+        ValueError: For an unknown model, or options that its builder refuses (the
+            message names the model and the options).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -176,9 +77,21 @@ def build(name: str, features: int, **kwargs) -> nn.Module:
     builder = _builder(name)
     try:
         return builder(features, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no options"
         raise ValueError(f"model '{name}' cannot be built with {options}: {e}") from e
+
+
+def accepts(name: str, option: str, value: Any) -> bool:  # noqa: ANN401
+    r"""Returns whether a model's builder takes an option with a value, by building a
+    small one (2 features) with it."""
+
+    with torch.random.fork_rng():
+        try:
+            build(name, 2, **{option: value})
+        except ValueError:
+            return False
+    return True
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -192,6 +105,7 @@ def match_hidden(
     name: str,
     features: int,
     target: int,
+    *,
     depth: int = 2,
     minimum: int = 16,
     **kwargs,
@@ -247,10 +161,3 @@ def nsf_bound(y: Tensor, margin: float = 1.1) -> float:
     """
 
     return float(max(5, math.ceil(margin * y.abs().max().item())))
-
-
-def defaults(name: str) -> dict[str, Any]:
-    r"""Returns the keyword arguments that :func:`build` is given by default for a model
-    (LU-Net's 3 + 1 blocks; zuko's own defaults otherwise)."""
-
-    return {"transforms": 3} if name == "lunet" else {}

@@ -184,11 +184,13 @@ def run_pictures(
     unit: str,
     out: Path,
     samples: Tensor | None = None,
+    *,
+    caption: str = "",  # issue 13 B draws it; 13 A passes it
 ) -> list[str]:
     r"""Draws a run's pictures (samples drawn with seed 0 unless given); returns their
     file names (none without matplotlib)."""
 
-    from .runs import draw, log_prob_fn
+    from .sampling import draw, log_prob_fn
 
     if not available():
         return []

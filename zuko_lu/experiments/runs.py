@@ -1,32 +1,34 @@
 r"""Training runs end to end: data, preprocessing, model, checkpoints, test evaluation,
-pictures and :py:`metrics.json`; and what a checkpoint is used for afterwards
-(evaluation, sampling with a temperature).
+pictures and :py:`metrics.json`; and the evaluation of a checkpoint afterwards.
+
+A run reads top to bottom in :func:`train_run`: a start (fresh, or resumed from a
+:py:`last.pt`), the fit (:func:`zuko_lu.experiments.training.fit`), and a finish (the best
+parameters reloaded, the test evaluation, :py:`metrics.json` and the pictures).
 
 A run folder holds :py:`checkpoint.pt` (the best validation epoch), :py:`last.pt` (the
 last epoch, with the optimizer's state, for :py:`--resume`), :py:`metrics.json`,
 :py:`loss.png`, and :py:`samples.png` (images, or tables with more than two columns) or
-:py:`density.png` (2-D tables).
+:py:`density.png` (2-D tables). A folder that holds any of the first three is never
+overwritten by a fresh run.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "data_for",
     "data_spec",
     "describe",
-    "draw",
     "evaluate",
     "headline",
     "load_data",
-    "log_prob_fn",
     "train_run",
 ]
 
-import json
 import shutil
 import statistics
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,23 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from . import data as datasets
+from .config import DATA, DRAWS, VAL_FRACTION, TrainConfig
 from .distributed import setup_distributed
 from .metrics import ImagePreprocess, TabularPreprocess, evaluate_nll
-from .models import accepts, build, count_parameters, defaults, nsf_bound
-from .training import TrainConfig, TrainState, fit
+from .models import accepts, build, count_parameters, nsf_bound
+from .training import DivergedError, TrainState, fit
+
+_RUN_FILES = ("checkpoint.pt", "last.pt", "metrics.json")
 
 
 def data_spec(
-    name: str,
+    name: str = DATA,
+    *,
     data_dir: str | None = None,
     path: str | None = None,
     class_: int | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.1,
+    seed: int = TrainConfig.seed,
+    val_fraction: float = VAL_FRACTION,
 ) -> dict[str, Any]:
     r"""Returns the plain description of a dataset that a checkpoint stores (paths made
     absolute)."""
@@ -71,56 +77,44 @@ def load_data(spec: dict[str, Any]) -> datasets.Data:
     return datasets.load(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
 
+def data_for(
+    payload: dict[str, Any], *, data_dir: str | None = None, path: str | None = None
+) -> datasets.Data:
+    r"""Loads the dataset of a checkpoint, from where its files are now (`data_dir`,
+    `path`) if given, and checks that the checkpoint's model takes it.
+
+    Raises:
+        ValueError: If the data have another number of columns or another kind than the
+            model was trained on (another file, or an edited checkpoint).
+    """
+
+    spec, moved = dict(payload["data"]), data_spec(data_dir=data_dir, path=path)
+    spec.update({k: moved[k] for k in ("data_dir", "path") if moved[k]})
+    data = load_data(spec)
+
+    features, kind = int(payload["model"]["features"]), payload["preprocess"]["kind"]
+    if data.features != features or (data.kind == "image") != (kind == "image"):
+        what = f"'{spec['path']}'" if spec.get("path") else f"dataset '{data.name}'"
+        raise ValueError(
+            f"{what} has {data.features} columns ({data.kind}) but the model of "
+            f"'{payload.get('path', 'the checkpoint')}' takes {features} ({kind}): another "
+            "file, or an edited checkpoint?"
+        )
+    return data
+
+
 def describe(data: datasets.Data) -> tuple[str, str]:
     r"""Returns the name and the unit of the headline metric of a dataset."""
 
     return ("bits/dim", "bits/dim") if data.kind == "image" else ("NLL", "nats")
 
 
-def _preprocess(data: datasets.Data, seed: int) -> ImagePreprocess | TabularPreprocess:
-    if data.kind == "image":
-        generator = torch.Generator().manual_seed(seed)
-        return ImagePreprocess(data.levels).fit(data.train, generator)
-    return TabularPreprocess().fit(data.train)
-
-
-@torch.no_grad()
-def draw(
-    flow: nn.Module,
-    preprocess: ImagePreprocess | TabularPreprocess,
-    n: int,
-    temperature: float = 1.0,
-) -> Tensor:
-    r"""Draws samples in data units (integer levels for images) with a temperature.
-
-    As in Glow, the latent is drawn from the base scaled by :math:`T` about its mean,
-    :math:`z \sim \mathcal{N}(0, T^2 I)` for a standard normal base, and mapped back
-    through the flow: :math:`T < 1` trades diversity for typical-looking samples.
-    Samples that the inverse sends to non-finite values stay non-finite.
-
-    Arguments:
-        flow: A lazy flow whose distribution has :py:`base` and :py:`transform`.
-        preprocess: The preprocessing the flow was trained behind.
-        n: The number of samples.
-        temperature: The temperature :math:`T > 0`.
-    """
-
-    d = flow()
-    z = d.base.sample((n,))
-    if temperature != 1.0:
-        mean = d.base.mean
-        z = mean + temperature * (z - mean)
-    y = d.transform.inv(z)
-    if isinstance(preprocess, ImagePreprocess):
-        return torch.where(torch.isfinite(y), preprocess.to_levels(y), torch.nan)
-    return preprocess.inverse(y)
-
-
 def evaluate(
     flow: nn.Module,
     preprocess: ImagePreprocess | TabularPreprocess,
     x: Tensor,
-    draws: int = 5,
+    *,
+    draws: int = DRAWS,
     seed: int = 0,
 ) -> tuple[float, float]:
     r"""Returns the mean NLL of data :math:`x` and its spread across dequantisation
@@ -132,15 +126,22 @@ def evaluate(
     return evaluate_nll(lambda y: flow().log_prob(y), x, preprocess, draws, generator)
 
 
-def _resolve_kwargs(name: str, kwargs: dict, y_train: Callable[[], Tensor]) -> dict[str, Any]:
-    kwargs = {**defaults(name), **{k: v for k, v in kwargs.items() if v is not None}}
-    if "hidden_features" in kwargs:
-        kwargs["hidden_features"] = [int(h) for h in kwargs["hidden_features"]]
-    if kwargs.get("bound", "auto") == "auto":
-        kwargs.pop("bound", None)
-        if accepts(name, "bound"):  # splines: widen the bound to hold the inputs
-            kwargs["bound"] = nsf_bound(y_train())
-    return kwargs
+@dataclass
+class _Run:
+    r"""What a run's steps share."""
+
+    out: Path
+    spec: dict[str, Any]
+    model: dict[str, Any]  # {"name", "features", "kwargs"}
+    data: datasets.Data
+    pre: ImagePreprocess | TabularPreprocess
+    flow: nn.Module
+    state: TrainState | None = None
+    optimizer_state: dict | None = None
+    resumed_best: int = -1  # the best epoch of the resumed checkpoint; -1 if fresh
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
 
 
 def train_run(
@@ -149,9 +150,10 @@ def train_run(
     kwargs: dict[str, Any],
     config: TrainConfig,
     out: str | Path,
+    *,
     device: str = "auto",
     resume: dict[str, Any] | None = None,
-    draws: int = 5,
+    draws: int = DRAWS,
     progress: bool = True,
     pictures: bool = True,
     log: Callable[[str], None] = print,
@@ -173,117 +175,232 @@ def train_run(
 
     Returns:
         The metrics (also written to :py:`metrics.json`), on rank 0; :py:`None` elsewhere.
+
+    Raises:
+        DivergedError: After writing :py:`metrics.json`, if training stopped on a
+            non-finite loss.
     """
 
     rank, world, device = setup_distributed(device)
-    out = Path(out)
-    if resume is not None:
-        spec, model, kwargs = resume["data"], resume["model"]["name"], resume["model"]["kwargs"]
-    elif (out / "checkpoint.pt").exists():
-        raise ValueError(f"'{out}' already holds a run: choose another --out, or --resume it")
-
-    data = load_data(spec)
-    if resume is not None:
-        pre = ckpt.preprocess_from(resume["preprocess"])
-    else:
-        pre = _preprocess(data, spec["seed"])
-    state, optimizer_state = None, None
     if resume is None:
-        y_train = lambda: pre(data.train, torch.Generator().manual_seed(spec["seed"]))[0]
-        kwargs = _resolve_kwargs(model, kwargs, y_train)
-        torch.manual_seed(config.seed)
-        flow = build(model, data.features, **kwargs)
+        run = _start_fresh(spec, model, kwargs, config=config, out=Path(out))
     else:
-        flow, _ = ckpt.restore(resume)
-        state = TrainState(**resume["state"])
-        optimizer_state = resume.get("optimizer")
-        if optimizer_state is None:
-            raise ckpt.CheckpointError(f"{resume['path']} has no optimizer state: resume last.pt")
-        if state.epoch >= config.epochs:
-            raise ValueError(
-                f"the checkpoint has trained {state.epoch} epochs already: pass --epochs N "
-                f"with N > {state.epoch} to train more"
-            )
-        best_file = Path(resume["path"]).with_name("checkpoint.pt")
-        if (
-            rank == 0
-            and best_file.is_file()
-            and best_file.resolve() != (out / "checkpoint.pt").resolve()
-        ):
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(best_file, out / "checkpoint.pt")
-    flow, pre = flow.to(device), pre.to(device)
-    parameters = count_parameters(flow)
-    model_spec = {"name": model, "features": data.features, "kwargs": kwargs}
-    name, unit = describe(data)
-
+        run = _start_resumed(resume, config, Path(out), rank=rank)
+    run.rank, run.world, run.device = rank, world, device
+    run.flow, run.pre = run.flow.to(device), run.pre.to(device)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        what = f"{model} ({parameters:,} parameters) on {data.name}, {len(data.train):,} examples"
-        log(f"training {what}, {world} process(es) on {device}; files in {out}")
+        run.out.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale(run.out)
+        what = f"{run.model['name']} ({count_parameters(run.flow):,} parameters) on "
+        what += f"{run.data.name}, {len(run.data.train):,} examples"
+        log(f"training {what}, {world} process(es) on {device}; files in {run.out}")
 
-    def save(kind: str, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
-        payload = {
-            "model": model_spec,
-            "state_dict": flow.state_dict(),
-            "preprocess": {"kind": data.kind, "state": pre.state_dict()},
-            "data": spec,
-            "shape": list(data.shape) if data.shape else None,
-            "config": asdict(config),
-            "state": state.to_dict(),
-            "versions": ckpt.versions(),
-        }
-        if kind == "last":
-            payload["optimizer"] = optimizer.state_dict()
-        ckpt.save(payload, out / ("checkpoint.pt" if kind == "best" else "last.pt"))
-
-    try:
-        state, best = fit(
-            flow, pre, data.train, data.val, config, state, optimizer_state, save, progress
-        )
-    except KeyboardInterrupt:
-        if rank == 0:
-            where = out / "checkpoint.pt"
-            note = f"the best checkpoint is {where}" if where.exists() else "no checkpoint yet"
-            log(f"interrupted: {note}")
-        raise
-
+    state, best = _fit(run, config, progress=progress, log=log)
     if rank != 0:
         return None
+    return _finish(run, config, state, best, draws=draws, pictures=pictures, log=log)
 
-    why = {
-        "time limit": f"time limit of {config.time_limit:g} s reached; --time-limit 0 lifts it",
-        "early stopping": f"early stopping: {config.patience} epochs without improvement",
-        "diverged": "diverged: 100 steps in a row with non-finite gradients",
-        "epochs": "all epochs done",
-    }.get(state.stopped, state.stopped)
-    log(
-        f"trained {state.epoch} epochs in {state.train_time:.0f} s ({why}); best validation "
-        f"{name} {state.best_val:.4g} at epoch {state.best_epoch}"
+
+def _refuse_run_folder(out: Path) -> None:
+    found = [name for name in _RUN_FILES if (out / name).exists()]
+    if found:
+        raise ValueError(
+            f"'{out}' already holds a run ({', '.join(found)}): choose another --out, "
+            "or --resume it"
+        )
+
+
+def _resolve_kwargs(name: str, kwargs: dict, y_train: Callable[[], Tensor]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "hidden_features" in kwargs:
+        kwargs["hidden_features"] = [int(h) for h in kwargs["hidden_features"]]
+    if kwargs.get("bound", "auto") == "auto":
+        kwargs.pop("bound", None)
+        if accepts(name, "bound", 5.0):  # splines: widen the bound to hold the inputs
+            kwargs["bound"] = nsf_bound(y_train())
+    return kwargs
+
+
+def _start_fresh(
+    spec: dict[str, Any], model: str, kwargs: dict[str, Any], *, config: TrainConfig, out: Path
+) -> _Run:
+    _refuse_run_folder(out)
+    data = load_data(spec)
+    if data.kind == "image":
+        generator = torch.Generator().manual_seed(spec["seed"])
+        pre = ImagePreprocess(data.levels).fit(data.train, generator)
+    else:
+        pre = TabularPreprocess().fit(data.train)
+    y_train = lambda: pre(data.train, torch.Generator().manual_seed(spec["seed"]))[0]
+    kwargs = _resolve_kwargs(model, kwargs, y_train)
+    torch.manual_seed(config.seed)
+    flow = build(model, data.features, **kwargs)
+    described = {"name": model, "features": data.features, "kwargs": kwargs}
+    return _Run(out, spec, described, data, pre, flow)
+
+
+def _start_resumed(resume: dict[str, Any], config: TrainConfig, out: Path, *, rank: int) -> _Run:
+    state = TrainState(**resume["state"])
+    if resume.get("optimizer") is None:
+        raise ckpt.CheckpointError(f"{resume['path']} has no optimizer state: resume last.pt")
+    if state.epoch >= config.epochs:
+        raise ValueError(
+            f"the checkpoint has trained {state.epoch} epochs already: pass --epochs N "
+            f"with N > {state.epoch} to train more"
+        )
+    best_file = Path(resume["path"]).with_name("checkpoint.pt")
+    elsewhere = best_file.resolve() != (out / "checkpoint.pt").resolve()
+    if elsewhere:
+        _refuse_run_folder(out)
+    data = data_for(resume)
+    flow, pre = ckpt.restore(resume)
+    if rank == 0 and elsewhere and best_file.is_file():  # the best checkpoint comes along
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(best_file, out / "checkpoint.pt")
+    run = _Run(out, resume["data"], dict(resume["model"]), data, pre.train(), flow)
+    run.state, run.optimizer_state = state, resume["optimizer"]
+    run.resumed_best = state.best_epoch
+    return run
+
+
+def _payload(run: _Run, config: TrainConfig, state: TrainState) -> dict[str, Any]:
+    data = run.data
+    return {
+        "model": run.model,
+        "state_dict": run.flow.state_dict(),
+        "preprocess": {"kind": data.kind, "state": run.pre.state_dict()},
+        "data": run.spec,
+        "shape": list(data.shape) if data.shape else None,
+        "config": asdict(config),
+        "state": state.to_dict(),
+        "versions": ckpt.versions(),
+    }
+
+
+def _fit(
+    run: _Run, config: TrainConfig, *, progress: bool, log: Callable[[str], None]
+) -> tuple[TrainState, dict[str, Tensor]]:
+    def save(kind: str, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+        payload = _payload(run, config, state)
+        if kind == "last":
+            payload["optimizer"] = optimizer.state_dict()
+        ckpt.save(payload, run.out / ("checkpoint.pt" if kind == "best" else "last.pt"))
+
+    data = run.data
+    try:
+        return fit(
+            run.flow,
+            run.pre,
+            data.train,
+            data.val,
+            config,
+            state=run.state,
+            optimizer_state=run.optimizer_state,
+            save=save,
+            progress=progress,
+            log=log,
+        )
+    except KeyboardInterrupt:
+        if run.rank != 0:
+            raise
+        where = run.out / "checkpoint.pt"
+        note = f"the best checkpoint is {where}" if where.exists() else "no checkpoint yet"
+        raise KeyboardInterrupt(note) from None
+
+
+def _finish(
+    run: _Run,
+    config: TrainConfig,
+    state: TrainState,
+    best: dict[str, Tensor],
+    *,
+    draws: int,
+    pictures: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    name, unit = describe(run.data)
+    log(_summary(state, config, name))
+
+    test = {"mean": None, "std": None}
+    if state.best_epoch > 0:
+        if state.best_epoch <= run.resumed_best:  # the best is older than this session
+            best = ckpt.load(run.out / "checkpoint.pt")["state_dict"]
+        run.flow.load_state_dict(best)
+        x = run.data.test.to(run.device)
+        mean, std = evaluate(run.flow, run.pre, x, draws=draws, seed=config.seed)
+        test = {"mean": mean, "std": std}
+
+    metrics = _metrics(run, config, state, draws=draws)
+    metrics["test"].update(test)
+    if pictures and state.best_epoch > 0:
+        from .plots import run_pictures
+
+        caption = f"{run.model['name']} on {run.data.name}, epoch {state.best_epoch}"
+        metrics["pictures"] = run_pictures(
+            run.flow, run.pre, run.data, state.history, unit, run.out, caption=caption
+        )
+    ckpt.write_json(run.out / "metrics.json", metrics)
+    if state.stopped in ("diverged", "non-finite validation"):
+        raise DivergedError(_advice(run, state, config))
+    metrics["out"] = str(run.out)
+    return metrics
+
+
+def _summary(state: TrainState, config: TrainConfig, name: str) -> str:
+    epochs = f"{state.epoch} epoch{'s' if state.epoch != 1 else ''}"
+    if state.stopped == "time limit":
+        why = f"stopped by --time-limit {config.time_limit:g} s after {epochs}; 0 lifts it"
+    elif state.stopped == "early stopping":
+        why = f"early stopping: {config.patience} epochs without improvement"
+    elif state.stopped == "epochs":
+        why = "all epochs done"
+    else:
+        why = state.stopped
+    if state.best_epoch > 0:
+        best = f"best validation {name} {state.best_val:.4g} at epoch {state.best_epoch}"
+    else:
+        best = "no finite validation loss"
+    seconds = state.history["epoch_seconds"]
+    median = statistics.median(seconds) if seconds else 0.0
+    return f"trained {epochs} in {state.train_time:.0f} s, {median:.2f} s/epoch ({why}); {best}"
+
+
+def _advice(run: _Run, state: TrainState, config: TrainConfig) -> str:
+    if state.stopped == "diverged":
+        what = f"training diverged in epoch {state.epoch} (a non-finite loss or gradient)"
+    else:
+        what = f"the validation loss was not finite after epoch {state.epoch}"
+    if state.best_epoch > 0:
+        kept = f"; the best checkpoint (epoch {state.best_epoch}) is kept and evaluated"
+    else:
+        kept = "; no checkpoint.pt was written"
+    return (
+        f"{what}{kept}. Try a lower --lr (this run: {config.lr:g}), a --clip, or data with "
+        f"fewer outliers (standardise the columns); details in {run.out / 'metrics.json'}"
     )
 
-    if resume is not None and state.best_epoch <= resume["state"]["best_epoch"]:
-        best = ckpt.load(out / "checkpoint.pt")["state_dict"]  # the best is older
-    flow.load_state_dict(best)
-    test, spread = evaluate(flow, pre, data.test.to(device), draws, config.seed)
 
-    metrics = {
-        "data": spec,
+def _metrics(run: _Run, config: TrainConfig, state: TrainState, *, draws: int) -> dict[str, Any]:
+    data = run.data
+    name, unit = describe(data)
+    seconds = state.history["epoch_seconds"]
+    return {
+        "data": run.spec,
         "kind": data.kind,
-        "model": {**model_spec, "parameters": parameters},
+        "rows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "model": {**run.model, "parameters": count_parameters(run.flow)},
         "config": asdict(config),
-        "device": str(device),
-        "processes": world,
+        "device": str(run.device),
+        "processes": run.world,
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
         "stopped": state.stopped,
+        "lr": state.lr,
         "skipped_steps": state.skipped,
         "train_time_s": state.train_time,
-        "epoch_time_s": statistics.median(state.history["time"]),
+        "epoch_time_s": statistics.median(seconds) if seconds else None,
         "val": state.best_val,
         "test": {
-            "mean": test,
-            "std": spread,
             "unit": unit,
             "metric": name,
             "draws": draws if data.kind == "image" else 1,
@@ -292,27 +409,6 @@ def train_run(
         "history": state.history,
         "versions": ckpt.versions(),
     }
-    if pictures:
-        from .plots import run_pictures
-
-        metrics["pictures"] = run_pictures(flow, pre, data, state.history, unit, out)
-    with open(out / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2, default=str, allow_nan=True)
-    metrics["out"] = str(out)
-    return metrics
-
-
-def log_prob_fn(flow: nn.Module, pre: nn.Module) -> Callable[[Tensor], Tensor]:
-    r"""The log-density of a tabular model in the original units."""
-
-    device = pre.std.device
-
-    @torch.no_grad()
-    def log_prob(x: Tensor) -> Tensor:
-        y, ladj = pre(x.to(device))
-        return (flow().log_prob(y) + ladj).cpu()
-
-    return log_prob
 
 
 def headline(metrics: dict[str, Any]) -> str:

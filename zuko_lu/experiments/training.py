@@ -16,7 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "NLL",
-    "TrainConfig",
+    "DivergedError",
     "TrainState",
     "fit",
 ]
@@ -37,51 +37,15 @@ import torch.nn as nn
 
 from torch import Tensor
 
+from .config import TrainConfig
 from .metrics import ImagePreprocess, TabularPreprocess, evaluate_nll
 
 _STEP_SEED, _NOISE_SEED, _VAL_SEED = 0x5EED, 0x0153, 0x7A1
 
 
-@dataclass
-class TrainConfig:
-    r"""Creates a training configuration.
-
-    Arguments:
-        epochs: The maximum number of epochs.
-        batch_size: The global batch size (over all processes).
-        lr: Adam's learning rate.
-        clip: The maximum norm of the gradient of the loss in nats per dimension
-            (:py:`None` for no clipping). Typical norms at the start are 0.3 to 3 for
-            LU-Net on MNIST; the default only cuts spikes.
-        patience: Stop after this many epochs without a better validation loss
-            (:py:`None` never stops early).
-        decay: Halve the learning rate after every this many epochs without a better
-            validation loss (:py:`None` keeps it constant).
-        time_limit: Stop after this many seconds of training (:py:`None` for no limit).
-        seed: The seed of the batches and of the dequantisation noise.
-    """
-
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    clip: float | None = 10.0
-    patience: int | None = 10
-    decay: int | None = 3
-    time_limit: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("lr", "clip", "time_limit"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value}")
-        for name in ("patience", "decay"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+class DivergedError(RuntimeError):
+    r"""Raised when training stopped on a non-finite loss: the message says what happened
+    and what to try."""
 
 
 @dataclass
@@ -89,7 +53,9 @@ class TrainState:
     r"""Creates the state of a training run: what :func:`fit` needs to resume it.
 
     Losses are in the reporting unit: bits/dim in pixel space for images, nats per
-    example in the original units for tables.
+    example in the original units for tables. :py:`stopped` says why training stopped:
+    :py:`"epochs"`, :py:`"early stopping"`, :py:`"time limit"`, :py:`"diverged"` (a
+    non-finite training loss or gradient) or :py:`"non-finite validation"`.
     """
 
     epoch: int = 0
@@ -101,8 +67,12 @@ class TrainState:
     stopped: str = ""
     train_time: float = 0.0
     history: dict[str, list[float]] = field(
-        default_factory=lambda: {"train": [], "val": [], "time": []}
+        default_factory=lambda: {"train": [], "val": [], "epoch_seconds": []}
     )
+
+    def __post_init__(self) -> None:
+        if "time" in self.history:  # written by zuko-lu 0.1
+            self.history["epoch_seconds"] = self.history.pop("time")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +117,7 @@ def _broadcast(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, *, enabled: bool) -> Any:
     if enabled:
         try:
             from tqdm.auto import tqdm
@@ -158,16 +128,179 @@ def _progress(total: int, enabled: bool) -> Any:
     return contextlib.nullcontext()
 
 
+class _Trainer:
+    r"""The state of one :func:`fit` call: the data, the model, the optimizer and the
+    bookkeeping of epochs (each method does one step of an epoch)."""
+
+    def __init__(
+        self,
+        flow: nn.Module,
+        preprocess: ImagePreprocess | TabularPreprocess,
+        train: Tensor,
+        val: Tensor,
+        *,
+        config: TrainConfig,
+        state: TrainState | None,
+        optimizer_state: dict | None,
+    ) -> None:
+        self.flow, self.preprocess, self.train, self.val = flow, preprocess, train, val
+        self.config, self.state = config, state or TrainState()
+        self.state.stopped = ""
+        self.rank, self.world = _world()
+        self.device = next(flow.parameters()).device
+        self.image = isinstance(preprocess, ImagePreprocess)
+        self.unit = 1 / (train.shape[-1] * math.log(2)) if self.image else 1.0  # from nats
+        self.name = "bits/dim" if self.image else "nats"
+
+        # the global batch, a multiple of the number of processes, no larger than the data
+        self.batch = min(config.batch_size, len(train)) // self.world * self.world
+        if self.batch < self.world:
+            raise ValueError(f"{len(train)} training examples cannot feed {self.world} processes")
+        self.steps = len(train) // self.batch
+        self.todo = (config.epochs - self.state.epoch) * self.steps
+
+        self.model = NLL(flow)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = self._optimizer(optimizer_state)
+        self.best = copy.deepcopy(flow.state_dict())
+        self.start = time.perf_counter()
+
+    def _optimizer(self, saved: dict | None) -> torch.optim.Optimizer:
+        self.state.lr = self.state.lr or self.config.lr  # the current rate, decayed on plateaus
+        optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.state.lr)
+        if saved is not None:
+            optimizer.load_state_dict(saved)
+        self._set_lr(optimizer, self.state.lr)
+        return optimizer
+
+    @staticmethod
+    def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def train_epoch(self, bar: Any) -> tuple[float, int]:  # noqa: ANN401
+        r"""Trains one epoch (or until a stop); returns the mean loss and the steps."""
+
+        seed, epoch = self.config.seed, self.state.epoch
+        order = torch.randperm(len(self.train), generator=_generator(seed, _STEP_SEED, epoch))
+        noise = _generator(seed, _NOISE_SEED, epoch)
+        self.flow.train()
+        total, count = 0.0, 0
+        for k in range(self.steps):
+            loss = self._step(order[k * self.batch : (k + 1) * self.batch], noise)
+            if loss is None:  # identical on every rank: the gradients are synchronised
+                self.state.stopped = "diverged"
+                break
+            total, count = total + loss, count + 1
+            self._tick(bar, total / count, k)
+            if self._out_of_time():
+                self.state.stopped = "time limit"
+                break
+        return self._mean(total, count), count
+
+    def _step(self, index: Tensor, noise: torch.Generator) -> float | None:
+        r"""One optimizer step; :py:`None` (and no step) if the gradient is not finite."""
+
+        x = self.train[index]
+        if self.image:
+            x = x + torch.rand(x.shape, generator=noise, dtype=x.dtype)
+        x = x[self.rank :: self.world].to(self.device)
+        y, ladj = self.preprocess.transform(x) if self.image else self.preprocess(x)
+
+        loss = (self.model(y) - ladj).mean()  # nats per example
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / self.train.shape[-1]).backward()  # the clip is per dimension, whatever D
+        clip = self.config.clip or math.inf
+        norm = nn.utils.clip_grad_norm_(self.flow.parameters(), clip)
+        if not torch.isfinite(norm):
+            self.state.skipped += 1
+            return None
+        self.optimizer.step()
+        return loss.item()
+
+    def _tick(self, bar: Any, mean: float, k: int) -> None:  # noqa: ANN401
+        if hasattr(bar, "update"):
+            bar.update()
+            if k % 5 == 0:
+                epoch = self.state.epoch + 1
+                bar.set_postfix_str(f"epoch {epoch}, loss {mean * self.unit:.4g} {self.name}")
+
+    def _out_of_time(self) -> bool:
+        if self.config.time_limit is None:
+            return False
+        late = time.perf_counter() - self.start > self.config.time_limit
+        (late,) = _broadcast([float(late)], self.device)  # rank 0's clock decides
+        return late > 0
+
+    def _mean(self, total: float, count: int) -> float:
+        if self.world > 1:
+            t = torch.tensor([total, float(count)], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            total, count = t[0].item(), int(t[1].item())
+        return total / count * self.unit if count else math.nan
+
+    def validate(self) -> float:
+        r"""Returns the validation loss (rank 0's, on every rank); NaN after divergence."""
+
+        val_loss = math.nan
+        if self.rank == 0 and self.state.stopped != "diverged":
+            self.flow.eval()
+            generator = _generator(self.config.seed, _VAL_SEED)
+            log_prob = lambda y: self.flow().log_prob(y)
+            val_loss, _ = evaluate_nll(log_prob, self.val, self.preprocess, 1, generator)
+        (val_loss,) = _broadcast([val_loss], self.device)
+        return val_loss
+
+    def record(self, train: float, val: float, *, seconds: float, save: Callable | None) -> str:
+        r"""Ends an epoch: history, best parameters, decay, stopping and checkpoints;
+        returns the epoch's line."""
+
+        state, config = self.state, self.config
+        state.epoch += 1
+        state.train_time += seconds
+        for key, value in (("train", train), ("val", val), ("epoch_seconds", seconds)):
+            state.history[key].append(value)
+
+        if not state.stopped and not math.isfinite(val):
+            state.stopped = "non-finite validation"
+        if val < state.best_val:
+            state.best_val, state.best_epoch, state.stale = val, state.epoch, 0
+            self.best = copy.deepcopy(self.flow.state_dict())
+            if save is not None and self.rank == 0:
+                save("best", state, self.optimizer)
+        elif not state.stopped:
+            state.stale += 1
+            if config.decay is not None and state.stale % config.decay == 0:
+                state.lr /= 2
+                self._set_lr(self.optimizer, state.lr)
+
+        if not state.stopped:
+            if config.patience is not None and state.stale >= config.patience:
+                state.stopped = "early stopping"
+            elif state.epoch >= config.epochs:
+                state.stopped = "epochs"
+        if save is not None and self.rank == 0:
+            save("last", state, self.optimizer)
+        return (
+            f"epoch {state.epoch}/{config.epochs}: train {train:.4g}, val {val:.4g} "
+            f"{self.name}, {seconds:.2f} s"
+        )
+
+
 def fit(
     flow: nn.Module,
     preprocess: ImagePreprocess | TabularPreprocess,
     train: Tensor,
     val: Tensor,
     config: TrainConfig,
+    *,
     state: TrainState | None = None,
     optimizer_state: dict | None = None,
     save: Callable[[str, TrainState, torch.optim.Optimizer], None] | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[TrainState, dict[str, Tensor]]:
     r"""Trains a flow by maximum likelihood behind a fitted preprocessing.
 
@@ -175,8 +308,9 @@ def fit(
     computed; :py:`save("best", ...)` is called when it improves and
     :py:`save("last", ...)` after every epoch, on rank 0 only. Training stops after
     :py:`config.epochs` epochs, :py:`config.patience` epochs without improvement, after
-    :py:`config.time_limit` seconds (mid-epoch: the partial epoch is validated), or after
-    100 consecutive steps with non-finite gradients (which are skipped).
+    :py:`config.time_limit` seconds (mid-epoch: the partial epoch is validated), at the
+    first step whose gradient is not finite (not taken: :py:`state.stopped` is
+    :py:`"diverged"`), or after a non-finite validation loss.
     A :class:`KeyboardInterrupt` propagates: the files saved so far are complete.
 
     Arguments:
@@ -190,6 +324,7 @@ def fit(
         save: Called as :py:`save(kind, state, optimizer)` with kind :py:`"best"` or
             :py:`"last"`; the flow holds the parameters to save.
         progress: Whether to show a progress bar (rank 0 only).
+        log: Where each epoch's line (losses and seconds) goes, on rank 0.
 
     Returns:
         The final state and the best parameters (a state dict of the flow).
@@ -201,133 +336,23 @@ def fit(
         >>> pre = TabularPreprocess().fit(x)
         >>> config = TrainConfig(epochs=2, batch_size=32)
         >>> state, best = fit(LUNet(2), pre, x, x[:64], config, progress=False)
-        >>> state.epoch, state.stopped, len(state.history["val"])
+        >>> state.epoch, state.stopped, len(state.history["epoch_seconds"])
         (2, 'epochs', 2)
     """
 
-    rank, world = _world()
-    device = next(flow.parameters()).device
-    image = isinstance(preprocess, ImagePreprocess)
-    unit = 1 / (train.shape[-1] * math.log(2)) if image else 1.0  # nats -> reporting unit
-    name = "bits/dim" if image else "nats"
-    features = train.shape[-1]
-    state = state or TrainState()
-    state.stopped = ""
-
-    # the global batch, a multiple of the number of processes, no larger than the data
-    batch = min(config.batch_size, len(train)) // world * world
-    if batch < world:
-        raise ValueError(f"{len(train)} training examples cannot feed {world} processes")
-    steps = len(train) // batch
-
-    model = NLL(flow)
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    state.lr = state.lr or config.lr  # the current learning rate, decayed on plateaus
-    optimizer = torch.optim.Adam(flow.parameters(), lr=state.lr)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-        for group in optimizer.param_groups:
-            group["lr"] = state.lr
-
-    best = copy.deepcopy(flow.state_dict())
-    start = time.perf_counter()
-    elapsed = lambda: time.perf_counter() - start
-    bad = 0
-    todo = (config.epochs - state.epoch) * steps
-
-    with _progress(todo, progress and rank == 0) as bar:
-        while state.epoch < config.epochs and not state.stopped:
-            epoch_start, total, count = time.perf_counter(), 0.0, 0
-            order = torch.randperm(
-                len(train), generator=_generator(config.seed, _STEP_SEED, state.epoch)
-            )
-            noise = _generator(config.seed, _NOISE_SEED, state.epoch)
-            flow.train()
-
-            for k in range(steps):
-                x = train[order[k * batch : (k + 1) * batch]]
-                if image:
-                    x = x + torch.rand(x.shape, generator=noise, dtype=x.dtype)
-                x = x[rank::world].to(device)
-                y, ladj = preprocess.transform(x) if image else preprocess(x)
-
-                loss = (model(y) - ladj).mean()  # nats per example
-                optimizer.zero_grad(set_to_none=True)
-                (loss / features).backward()  # the clip is per dimension, whatever D
-                norm = nn.utils.clip_grad_norm_(flow.parameters(), config.clip or math.inf)
-
-                if torch.isfinite(norm):
-                    optimizer.step()
-                    total, count, bad = total + loss.item(), count + 1, 0
-                else:  # identical on every rank: the gradients are synchronised
-                    state.skipped, bad = state.skipped + 1, bad + 1
-
-                out_of_time = False
-                if config.time_limit is not None:  # rank 0's clock decides
-                    (late,) = _broadcast([float(elapsed() > config.time_limit)], device)
-                    out_of_time = late > 0
-                if bar is not None and hasattr(bar, "update"):
-                    bar.update()
-                    if count and k % 5 == 0:
-                        bar.set_postfix_str(
-                            f"epoch {state.epoch + 1}, loss {total / count * unit:.4g} {name}"
-                        )
-                if bad >= 100 or out_of_time:
-                    state.stopped = "diverged" if bad >= 100 else "time limit"
-                    break
-
-            # epoch (or partial epoch) done: synchronise the train loss, validate on rank 0
-            mean = total / max(count, 1)
-            if world > 1:
-                t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
-                dist.all_reduce(t)
-                mean = (t[0] / t[1].clamp_min(1)).item()
-
-            val_loss = math.nan
-            if rank == 0:
-                flow.eval()
-                log_prob = lambda y: flow().log_prob(y)
-                val_loss, _ = evaluate_nll(
-                    log_prob,
-                    val,
-                    preprocess,
-                    draws=1,
-                    generator=_generator(config.seed, _VAL_SEED),
-                )
-            (val_loss,) = _broadcast([val_loss], device)
-
-            state.epoch += 1
-            state.train_time += time.perf_counter() - epoch_start
-            state.history["train"].append(mean * unit if count else math.nan)
-            state.history["val"].append(val_loss)
-            state.history["time"].append(time.perf_counter() - epoch_start)
-
-            if val_loss < state.best_val:
-                state.best_val, state.best_epoch, state.stale = val_loss, state.epoch, 0
-                best = copy.deepcopy(flow.state_dict())
-                if save is not None and rank == 0:
-                    save("best", state, optimizer)
-            else:
-                state.stale += 1
-                if config.decay is not None and state.stale % config.decay == 0:
-                    state.lr /= 2
-                    for group in optimizer.param_groups:
-                        group["lr"] = state.lr
-
-            if not state.stopped:
-                if config.patience is not None and state.stale >= config.patience:
-                    state.stopped = "early stopping"
-                elif state.epoch >= config.epochs:
-                    state.stopped = "epochs"
-            if save is not None and rank == 0:
-                save("last", state, optimizer)
-            if bar is not None and hasattr(bar, "set_postfix_str"):
-                bar.set_postfix_str(
-                    f"epoch {state.epoch}, loss {mean * unit:.4g}, val {val_loss:.4g} {name}"
-                )
+    trainer = _Trainer(
+        flow, preprocess, train, val, config=config, state=state, optimizer_state=optimizer_state
+    )
+    with _progress(trainer.todo, enabled=progress and trainer.rank == 0) as bar:
+        while trainer.state.epoch < config.epochs and not trainer.state.stopped:
+            start = time.perf_counter()
+            mean, _ = trainer.train_epoch(bar)
+            val_loss = trainer.validate()
+            line = trainer.record(mean, val_loss, seconds=time.perf_counter() - start, save=save)
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(line.split(": ", 1)[1])
+            if log is not None and trainer.rank == 0:
+                (bar.write if hasattr(bar, "write") else log)(line)
 
     flow.eval()
-    return state, best
+    return trainer.state, trainer.best
