@@ -12,8 +12,8 @@ from zuko.distributions import DiagNormal
 from zuko.lazy import Flow, UnconditionalDistribution
 
 from zuko_lu.experiments import checkpoint as ckpt
-from zuko_lu.experiments.metrics import TabularPreprocess
 from zuko_lu.experiments.models import available, build, count_parameters, match_hidden, nsf_bound
+from zuko_lu.experiments.preprocess import TabularPreprocess
 from zuko_lu.experiments.runs import draw
 from zuko_lu.experiments.training import TrainConfig, TrainState, fit
 from zuko_lu.flows import LUNet

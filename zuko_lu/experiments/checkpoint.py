@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .metrics import ImagePreprocess, TabularPreprocess
+from .preprocess import ImagePreprocess, TabularPreprocess
 
 FORMAT = "zuko-lu/1"
 _KEYS = ("model", "state_dict", "preprocess", "data")

@@ -38,8 +38,9 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from . import data as datasets
 from .distributed import setup_distributed
-from .metrics import ImagePreprocess, TabularPreprocess, evaluate_nll
+from .metrics import evaluate_nll
 from .models import accepts, build, count_parameters, defaults, nsf_bound
+from .preprocess import ImagePreprocess, TabularPreprocess
 from .training import TrainConfig, TrainState, fit
 
 
