@@ -121,6 +121,10 @@ def test_loss_curve_integer_epochs_and_first_point():
     assert inside(torch.tensor(calm["train"] + calm["val"]), ax.get_ylim()).all()
     assert np.allclose(ax.get_xticks(), np.round(ax.get_xticks()))
 
+    ax = plots.loss_figure({"train": [3.0], "val": [2.9]}, "nats").axes[0]  # one epoch
+    ticks = [t for t in ax.get_xticks() if inside(torch.tensor(t), ax.get_xlim())]
+    assert ticks == [1.0] and inside(torch.tensor([3.0, 2.9]), ax.get_ylim()).all()
+
 
 def test_every_picture_takes_a_caption(tmp_path: Path):
     images = torch.randint(0, 17, (4, 8, 8)).float()

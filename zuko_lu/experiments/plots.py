@@ -335,7 +335,9 @@ def loss_figure(history: dict[str, list[float]], unit: str, *, caption: str = ""
     ax = fig.add_subplot()
     for label, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = max(map(len, curves.values()))
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)  # with room for integer ticks at one epoch
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("epoch")
     ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
@@ -349,7 +351,7 @@ def loss_figure(history: dict[str, list[float]], unit: str, *, caption: str = ""
         inset = ax.inset_axes((0.56, 0.5, 0.42, 0.45))
         for values in curves.values():
             inset.plot(range(1, len(values) + 1), values, marker=".", markersize=3)
-        inset.xaxis.set_major_locator(MaxNLocator(integer=True))
+        inset.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         inset.set_title("every epoch", fontsize=8)
         inset.tick_params(labelsize=7)
         ax.legend(loc="lower left", fontsize=8)
