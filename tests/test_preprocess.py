@@ -1,9 +1,11 @@
 r"""Tests for the zuko_lu.experiments.preprocess module: float64 standardisation, refused
 inputs, and checkpoints that store the preprocessing as plain data."""
 
+import json
 import math
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,9 +56,9 @@ def test_constant_column_refused():
 @pytest.mark.parametrize(
     ("x", "match"),
     [
-        (torch.rand(10, 4), r"non-integer values .*scaled to \[0, 1\]"),
+        (torch.rand(10, 4), r"non-integer values .*rescaled\? pass the integer levels 0..255"),
         (torch.full((10, 4), 300.0), r"\[300, 300\], outside the levels 0..255"),
-        (torch.full((10, 4), -1.0), r"outside the levels"),
+        (2 * torch.randint(0, 2, (10, 4)).float() - 1, r"\[-1, 1\], outside the levels.*rescaled"),
     ],
 )
 def test_images_must_be_levels(x, match):
@@ -110,3 +112,29 @@ def test_old_checkpoints_load(tmp_path):
     torch.save(old, tmp_path / "old.pt")
     pre = ckpt.preprocess_from(ckpt.load(tmp_path / "old.pt")["preprocess"])
     assert (pre.levels, pre.lam, pre.mean.dtype) == (17, 1e-3, torch.float32)
+
+
+def test_command_line_refuses_and_accepts(tmp_path, capsys):
+    from zuko_lu.experiments.cli import main
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(size=120), np.full(120, 3.0)], axis=1)
+    np.savetxt(tmp_path / "constant.csv", x, delimiter=",", header="a,b", comments="")
+    out = tmp_path / "run"
+    train = ["train", "--epochs", "1", "--batch-size", "32", "--no-progress", "--out", str(out)]
+    code = main([*train, "--data", "csv", "--path", str(tmp_path / "constant.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "column 1 (0-based) is constant (3)" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+    # timestamps and values beyond float32 train, evaluate and sample with finite numbers
+    x = np.stack([1.7e9 + rng.uniform(-1, 1, 120), 1e39 * rng.normal(size=120)], axis=1)
+    np.savetxt(tmp_path / "wide.csv", x, delimiter=",")
+    code = main([*train, "--data", "csv", "--path", str(tmp_path / "wide.csv")])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["test"]["mean"])
+    code = main(["sample", str(out), "-n", "50", "--out", str(tmp_path / "s")])
+    assert code == 0, capsys.readouterr().err
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.dtype == np.float64 and np.isfinite(samples).mean() > 0.9

@@ -43,8 +43,10 @@ class DataError(ValueError):
 class Data:
     r"""Creates a dataset split into train, validation and test sets.
 
-    Images keep their raw integer levels as floats in :math:`[0, \text{levels} - 1]`;
-    dequantisation and the logit transform live in :mod:`zuko_lu.experiments.metrics`.
+    Images keep their raw integer levels as float32 in :math:`[0, \text{levels} - 1]`;
+    dequantisation and the logit transform live in :mod:`zuko_lu.experiments.preprocess`.
+    Tables are float64, as read: standardised in float64 before any cast to float32
+    (see :class:`zuko_lu.experiments.preprocess.TabularPreprocess`).
 
     Arguments:
         train: The training set, a float tensor with shape :math:`(N, D)`.
@@ -327,12 +329,14 @@ def load(
     testing (3,600 / 400 / 1,000 for MNIST). With :py:`data_dir`, :py:`mnist` and
     :py:`fashion-mnist` read the four standard IDX files (60,000 train / 10,000 test).
     :py:`csv` and :py:`npy` read a table of floats from :py:`path` and hold out 10% for
-    testing. In every case, the validation set is :py:`val_fraction` of what is left.
+    testing; a constant column is refused. In every case, the validation set is
+    :py:`val_fraction` of what is left. IDX images must hold integer levels 0..255.
 
     Arguments:
         name: One of :func:`names`.
         data_dir: A folder with the IDX files of MNIST or Fashion-MNIST.
-        path: The CSV (comma-separated, optional header) or NPY file of :py:`csv`/:py:`npy`.
+        path: The CSV (comma-separated, UTF-8 with or without a byte-order mark, optional
+            header, ``#`` comments) or NPY file of :py:`csv`/:py:`npy`.
         class_: Keep only this class (labelled datasets only).
         seed: The seed of the splits.
         val_fraction: The fraction of the training pool held out for validation.

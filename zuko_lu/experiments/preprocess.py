@@ -261,14 +261,10 @@ def _levels_problem(x: Tensor, levels: int) -> str:
     low, high = x.min().item(), x.max().item()
     if not (math.isfinite(low) and math.isfinite(high)):
         return "hold non-finite values"
+    hint = f" (rescaled? pass the integer levels 0..{levels - 1})" if high <= 1 else ""
     if low < 0 or high > levels - 1:
-        hint = " (scaled to [0, 1]? multiply by L - 1 and round)" if high <= 1 < levels - 1 else ""
         return f"hold values in [{low:g}, {high:g}], outside the levels 0..{levels - 1}{hint}"
     fractional = x[x != x.floor()]
     if len(fractional):
-        hint = " (scaled to [0, 1]? multiply by L - 1 and round)" if high <= 1 else ""
-        return (
-            f"hold non-integer values (e.g. {fractional[0].item():g}), not integer levels "
-            f"0..{levels - 1}{hint}"
-        )
+        return f"hold non-integer values (e.g. {fractional[0].item():g}), not levels{hint}"
     return ""
