@@ -83,6 +83,20 @@ def test_density_2d_has_labels_and_colour_bar():
     assert f"{100 * outside.float().mean().item():.3g}% outside the axes" in ax.get_title()
 
 
+@pytest.mark.parametrize("D", [1, 2])
+def test_density_spread_panel_holds_wild_samples(D):
+    data, samples = normal(0, 300, D), normal(1, 500, D, scale=20.0)
+    fig = plots.density_figure(standard_log_prob, data, samples, spread=True)
+    (ax,) = [a for a in fig.axes if a.get_title() == "data and samples on shared axes"]
+    assert inside(samples[:, 0], ax.get_xlim()).float().mean() > 0.99
+    assert inside(data[:, 0], ax.get_xlim()).all()
+    if D == 2:
+        assert inside(samples[:, 1], ax.get_ylim()).float().mean() > 0.99
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("column 0", "column 1")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "test data (300)" and labels[1].startswith("samples (500")
+
+
 def test_density_1d_curve_over_histograms():
     data, samples = normal(0, 300, 1).double(), normal(1, 400, 1).double()
     fig = plots.density_figure(standard_log_prob, data, samples, caption="c")
@@ -149,7 +163,7 @@ def test_run_pictures_one_column(tmp_path: Path):
     flow, pre = LUNet(1), TabularPreprocess().fit(data.train)
     history = {"train": [2.0, 1.9], "val": [2.1, 2.0]}
     files = plots.run_pictures(flow, pre, data, history, "nats", tmp_path, caption="lunet")
-    assert files == ["loss.png", "density.png", "samples.png"]
+    assert files == ["loss.png", "density.png"]
     assert all((tmp_path / f).stat().st_size > 0 for f in files)
 
 

@@ -45,8 +45,10 @@ class Data:
 
     Images keep their raw integer levels as float32 in :math:`[0, \text{levels} - 1]`;
     dequantisation and the logit transform live in :mod:`zuko_lu.experiments.preprocess`.
-    Tables are float64, as read: standardised in float64 before any cast to float32
-    (see :class:`zuko_lu.experiments.preprocess.TabularPreprocess`).
+    Tables read from files (:py:`csv`, :py:`npy`) stay float64, as read, so that columns
+    float32 cannot hold (timestamps, :math:`10^{39}`) survive until they are standardised
+    in float64 (see :class:`zuko_lu.experiments.preprocess.TabularPreprocess`); the 2-D
+    toys are float32.
 
     Arguments:
         train: The training set, a float tensor with shape :math:`(N, D)`.
@@ -411,9 +413,8 @@ def load(
         xt, yt = _filter(*test, class_)
         xs, ys = [x[itrain], x[ival], xt], [y[itrain], y[ival], yt]
 
-    dtype = torch.float64 if kind == "tabular" else torch.float32
     return Data(
-        *(_tensor(v, dtype) for v in xs),
+        *(_tensor(v, torch.float32) for v in xs),
         kind=kind,
         levels=levels,
         shape=shape,

@@ -161,51 +161,56 @@ def _outside(x: Tensor, limits: Sequence[tuple], total: int) -> str:
     return f", {100 * out / max(total, 1):.3g}% outside the axes" if out else ""
 
 
+def _sets(panels: Sequence[tuple[str, Tensor]], k: int) -> tuple[list, list[tuple]]:
+    r"""Returns (title, finite points, count) per set and the shared limits of their first
+    `k` columns."""
+
+    sets = [(title, _finite(x), len(x)) for title, x in panels]
+    return sets, _limits(sets[0][1][:, :k], [x[:, :k] for _, x, _ in sets[1:]])
+
+
+def _pair(ax, sets: list, limits: list[tuple], i: int, j: int) -> None:  # noqa: ANN001
+    r"""Draws column j against column i of every set (histograms when i = j) on the
+    shared limits, the data on top; labels say how many points lie beyond the axes."""
+
+    colours = [_DATA, _SAMPLES, "tab:green", "tab:red", "tab:purple"]
+    for z, ((title, x, total), colour) in enumerate(zip(sets, colours, strict=False)):
+        label = f"{title} ({total:,}{_outside(x[:, : len(limits)], limits, total)})"
+        if i == j:
+            style = {"histtype": "step", "color": colour, "label": label}
+            _histogram(ax, x[:, i], total, limits[i], 40, **style)
+        else:
+            style = {"s": 2, "alpha": 0.4, "linewidths": 0, "zorder": len(sets) - z}
+            ax.scatter(x[:, j], x[:, i], color=colour, label=label, **style)
+    ax.set_xlim(*limits[j])
+    if i != j:
+        ax.set_ylim(*limits[i])
+    ax.tick_params(labelsize=7)
+
+
 def scatter_figure(panels: Sequence[tuple[str, Tensor]], *, caption: str = ""):  # noqa: ANN201
     r"""Returns a pair grid of point sets :math:`(N, D)` drawn over one another, one
     colour per (title, points) pair: histograms on the diagonal, every pair of columns
     below it, for the first four columns. The axes hold the first set (the data) and the
     central 99% of the others; the legend says what fraction of each set lies beyond."""
 
-    sets = [(title, _finite(x), len(x)) for title, x in panels]
     D = panels[0][1].shape[-1]
     k = min(D, _PAIRS)
-    reference = sets[0][1][:, :k]
-    limits = _limits(reference, [x[:, :k] for _, x, _ in sets[1:]])
-    colours = [_DATA, _SAMPLES, "tab:green", "tab:red", "tab:purple"]
+    sets, limits = _sets(panels, k)
     note = f" (columns 0-{k - 1} of {D})" if D > k else ""
     fig = _figure(2.6 * k + 1.2, 2.6 * k + 0.3, caption + note if caption else note.strip())
 
     for i in range(k):
         for j in range(i + 1):
             ax = fig.add_subplot(k, k, i * k + j + 1)
-            for z, ((title, x, total), colour) in enumerate(zip(sets, colours, strict=False)):
-                if i == j:
-                    _histogram(ax, x[:, i], total, limits[i], 40, histtype="step", color=colour)
-                else:
-                    label = f"{title} ({total:,}{_outside(x[:, :k], limits, total)})"
-                    style = {"s": 2, "alpha": 0.4, "linewidths": 0, "zorder": len(sets) - z}
-                    ax.scatter(x[:, j], x[:, i], color=colour, label=label, **style)
-            ax.set_xlim(*limits[j])
-            if i != j:
-                ax.set_ylim(*limits[i])
+            _pair(ax, sets, limits, i, j)
             if i == k - 1:
                 ax.set_xlabel(f"column {j}")
             if j == 0:
                 ax.set_ylabel(f"column {i}" if i else "density")
-            ax.tick_params(labelsize=7)
 
-    if k == 1:  # one column: the histograms are the picture
-        ax = fig.axes[0]
-        for (title, x, total), colour in zip(sets, colours, strict=False):
-            label = f"{title} ({total:,}{_outside(x[:, :1], limits, total)})"
-            ax.plot([], [], color=colour, label=label)
-    fig.legend(
-        *fig.axes[min(1, len(fig.axes) - 1)].get_legend_handles_labels(),
-        loc="outside lower center",
-        fontsize=8,
-        markerscale=4,
-    )
+    handles, labels = fig.axes[min(1, len(fig.axes) - 1)].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=8, markerscale=4)
     return fig
 
 
@@ -224,6 +229,7 @@ def density_figure(
     resolution: int = 200,
     *,
     caption: str = "",
+    spread: bool = False,
 ):  # noqa: ANN201
     r"""Returns a figure of learned densities, one panel per log-density function (and
     its samples), for 1-D or 2-D data.
@@ -231,7 +237,9 @@ def density_figure(
     In 2-D, a heat map with a colour bar and the samples over it; in 1-D, the density
     curve over histograms of the data and the samples. The axes span the data's range
     (widened by a quarter on each side), where the density's details are; the titles
-    count the samples beyond them (:func:`scatter_figure` shows them all).
+    count the samples beyond them. With :py:`spread`, a last panel shows the data and
+    the samples of the first model on shared axes that hold both (as
+    :func:`scatter_figure`), so that wild samples are seen.
 
     Arguments:
         log_prob: Maps points :math:`(N, D)` (in the data's dtype) to log-densities.
@@ -240,6 +248,7 @@ def density_figure(
         titles: The title of each panel.
         resolution: The grid's points per axis.
         caption: The figure's title.
+        spread: Whether to add the panel of data and samples on shared axes.
     """
 
     fns = [log_prob] if callable(log_prob) else list(log_prob)
@@ -252,15 +261,25 @@ def density_figure(
     limits = _limits(data, margin=0.25)
     axes = [torch.linspace(*lim, resolution, dtype=data.dtype) for lim in limits]
 
-    fig = _figure(4.6 * len(fns), 4.2, caption)
+    n = len(fns) + spread
+    fig = _figure(4.6 * n, 4.2, caption)
     for i, (fn, s, raw, title) in enumerate(zip(fns, finite, samples, titles, strict=True)):
-        ax = fig.add_subplot(1, len(fns), i + 1)
+        ax = fig.add_subplot(1, n, i + 1)
         title = f"{title}\n{len(raw):,} samples{_outside(s, limits, len(raw))}"
         if D == 1:
             _density_1d(ax, fn, data, s, len(raw), axes[0], limits[0])
         else:
             _density_2d(fig, ax, fn, s, axes, limits)
         ax.set_title(title, fontsize=9)
+
+    if spread:
+        ax = fig.add_subplot(1, n, n)
+        sets, shared = _sets([("test data", data), ("samples", samples[0])], D)
+        _pair(ax, sets, shared, D - 1, 0)
+        ax.set_xlabel("column 0")
+        ax.set_ylabel("column 1" if D == 2 else "density")
+        ax.legend(fontsize=8, markerscale=4)
+        ax.set_title("data and samples on shared axes", fontsize=9)
     return fig
 
 
@@ -309,11 +328,14 @@ def density(
     resolution: int = 200,
     *,
     caption: str = "",
+    spread: bool = False,
 ) -> str:
     r"""Draws 1-D or 2-D densities with samples (see :func:`density_figure`); returns the
     path written."""
 
-    fig = density_figure(log_prob, data, samples, titles, resolution, caption=caption)
+    fig = density_figure(
+        log_prob, data, samples, titles, resolution, caption=caption, spread=spread
+    )
     return _save(fig, path)
 
 
@@ -381,10 +403,11 @@ def run_pictures(
     caption: str = "",
 ) -> list[str]:
     r"""Draws a run's pictures and returns their file names (none without matplotlib):
-    :py:`loss.png`; :py:`samples.png` (images, or for tables the data and the samples on
-    shared axes, see :func:`scatter_figure`); and for tables of 1 or 2 columns
-    :py:`density.png` (see :func:`density_figure`). Samples are drawn with seed 0 unless
-    given.
+    :py:`loss.png`, and :py:`samples.png` (images, or tables of 3 columns or more: the
+    data and the samples on shared axes, see :func:`scatter_figure`) or
+    :py:`density.png` (tables of 1 or 2 columns: the density, and the data and the
+    samples on shared axes, see :func:`density_figure`). Samples are drawn with seed 0
+    unless given.
 
     Arguments:
         flow: The flow.
@@ -414,10 +437,10 @@ def run_pictures(
             images = x.reshape(-1, *data.shape)
             path = out / "samples.png"
             files.append(image_grid(images, data.levels, path, "samples (T = 1)", caption=caption))
+        elif data.features <= 2:
+            fn, path = log_prob_fn(flow, pre), out / "density.png"
+            files.append(density(fn, data.test, x, path, caption=caption, spread=True))
         else:
-            if data.features <= 2:
-                fn = log_prob_fn(flow, pre)
-                files.append(density(fn, data.test, x, out / "density.png", caption=caption))
             panels = [("test data", data.test), ("samples", x)]
             files.append(scatter(panels, out / "samples.png", caption=caption))
     return [Path(f).name for f in files]
