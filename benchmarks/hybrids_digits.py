@@ -19,7 +19,8 @@ import zuko
 
 from zuko_lu import LUMAF, LUNSF
 from zuko_lu.experiments.data import load
-from zuko_lu.experiments.metrics import ImagePreprocess, evaluate_nll
+from zuko_lu.experiments.metrics import evaluate_nll
+from zuko_lu.experiments.preprocess import ImagePreprocess
 
 MODELS = {
     "MAF": lambda D: zuko.flows.MAF(D, transforms=4, hidden_features=(256, 256)),

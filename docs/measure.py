@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from zuko_lu.experiments.data import load
-from zuko_lu.experiments.metrics import ImagePreprocess
+from zuko_lu.experiments.preprocess import ImagePreprocess
 from zuko_lu.parameters import LUParameters
 from zuko_lu.transforms import LeakySoftplusTransform, LUTransform
 from zuko_lu.triangular import lu_apply, lu_product

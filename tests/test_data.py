@@ -158,7 +158,7 @@ def test_csv(tmp_path, header):
     assert data.kind == "tabular" and data.labels is None
     assert (data.train.shape[0], data.val.shape[0], data.test.shape[0]) == (40, 5, 5)
     everything = torch.cat([data.train, data.val, data.test])
-    assert torch.allclose(everything.sort(0).values, torch.tensor(x).float().sort(0).values)
+    assert torch.equal(everything.sort(0).values, torch.tensor(x).sort(0).values)
 
     with pytest.raises(DataError, match="no labels"):
         load("csv", path=path, class_=0)
@@ -207,3 +207,108 @@ def test_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import raises ImportError
     with pytest.raises(DataError, match=r"pip install \"zuko-lu\[data\]\""):
         load("digits")
+
+
+def read_csv(tmp_path, text, encoding="utf-8"):
+    path = tmp_path / "t.csv"
+    path.write_bytes(text.encode(encoding))
+    data = load("csv", path=path, val_fraction=0)
+    return torch.cat([data.train, data.test]).sort(0).values
+
+
+ROWS = "1.5,2\n3,4.25\n5,6\n7,8\n"
+TABLE = torch.tensor([[1.5, 2], [3, 4.25], [5, 6], [7, 8]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ROWS,  # plain numbers
+        "a,b\n" + ROWS,  # a header with names
+        "\ufeff" + ROWS,  # a byte-order mark, no header: the first row is data
+        "\ufeffa,b\n" + ROWS,  # a byte-order mark and a header
+        "\n# written by hand\n\na,b\n" + ROWS,  # blank lines and comments before the header
+        "# note\n" + ROWS.replace("\n", " # ok\n", 1) + "\n",  # comments after data
+        '"a","b"\n' + ROWS,  # quoted names
+        "a,2\n" + ROWS,  # a header with a numeric name
+        ",a,b\n" + "".join(f"{i},{r}\n" for i, r in enumerate(ROWS.split())),  # pandas index
+        "Unnamed: 0,a,b\n" + "".join(f"{i},{r}\n" for i, r in enumerate(ROWS.split())),
+    ],
+)
+def test_csv_dialects(tmp_path, text):
+    assert torch.equal(read_csv(tmp_path, text), TABLE)
+
+
+def test_csv_index_column_kept_when_named_or_headerless(tmp_path):
+    named = "i,a,b\n" + "".join(f"{i},{r}\n" for i, r in enumerate(ROWS.split()))
+    assert read_csv(tmp_path, named).shape == (4, 3)
+    bare = "".join(f"{i},{r}\n" for i, r in enumerate(ROWS.split()))
+    assert read_csv(tmp_path, bare).shape == (4, 3)
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n\n1,2\n3,x\n5,6\n")
+    with pytest.raises(DataError, match=r"line 4, column 1.*'x'"):
+        load("csv", path=path)
+    path.write_text("# c\n1,2\n3,4\n5\n")
+    with pytest.raises(DataError, match=r"line 4 has 1 fields"):
+        load("csv", path=path)
+    path.write_text("a,b\n# nothing\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load("csv", path=path)
+    path.write_bytes(b"\xff\xfe1,2\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load("csv", path=path)
+
+
+def test_npy_refuses_other_files(tmp_path):
+    path = tmp_path / "t.npy"
+    path.write_text("1,2\n3,4\n5,6\n")
+    with pytest.raises(DataError, match=r"t.npy' is not a .npy file") as info:
+        load("npy", path=path)
+    assert "pickle" not in str(info.value) and "\n" not in str(info.value)
+
+    np.savez(tmp_path / "t.npz", x=np.zeros((5, 2)))
+    with pytest.raises(DataError, match=r"\.npz archive"):
+        load("npy", path=tmp_path / "t.npz")
+    np.save(path, np.array([[1, "a"]] * 4, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="Python objects"):
+        load("npy", path=path)
+
+
+def test_table_precision(tmp_path):
+    # timestamps 1.7e9 +- 1 and values beyond float32 keep their spread: tables are float64
+    rng = np.random.default_rng(0)
+    x = np.stack([1.7e9 + rng.uniform(-1, 1, 20), 1e39 * rng.normal(size=20)], axis=1)
+    np.save(tmp_path / "t.npy", x)
+    data = load("npy", path=tmp_path / "t.npy", val_fraction=0)
+    everything = torch.cat([data.train, data.test])
+    assert torch.isfinite(everything).all()
+    assert torch.equal(everything.sort(0).values, torch.from_numpy(x).sort(0).values)
+    assert len(data.train[:, 0].unique()) == len(data.train)
+
+
+@pytest.mark.parametrize("kind", ["csv", "npy"])
+def test_constant_column_refused(tmp_path, kind):
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    x[:, 1] = 5.0
+    path = tmp_path / f"t.{kind}"
+    np.savetxt(path, x, delimiter=",") if kind == "csv" else np.save(path, x)
+    with pytest.raises(DataError, match=r"column 1 \(0-based\) is constant \(5\)"):
+        load(kind, path=path)
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (np.full((20, 4, 4), 0.5, dtype=np.float32), r"\[0.5, 0.5\].*scaled to \[0, 1\]"),
+        (np.full((20, 4, 4), 300, dtype=np.int16), r"\[300, 300\], not integer pixel levels"),
+    ],
+)
+def test_idx_images_must_be_levels(tmp_path, images, match):
+    fake_idx(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(20, dtype=np.uint8))
+    with pytest.raises(DataError, match=match):
+        load("mnist", data_dir=tmp_path)

@@ -13,7 +13,6 @@ from zuko.lazy import Flow, UnconditionalDistribution
 
 from zuko_lu.experiments import checkpoint as ckpt
 from zuko_lu.experiments.config import TrainConfig
-from zuko_lu.experiments.metrics import TabularPreprocess
 from zuko_lu.experiments.models import (
     accepts,
     available,
@@ -22,6 +21,7 @@ from zuko_lu.experiments.models import (
     match_hidden,
     nsf_bound,
 )
+from zuko_lu.experiments.preprocess import TabularPreprocess
 from zuko_lu.experiments.sampling import draw
 from zuko_lu.experiments.training import TrainState, fit
 from zuko_lu.flows import LULinear, LUNet

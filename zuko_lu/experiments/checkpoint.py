@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from .data import names
-from .metrics import ImagePreprocess, TabularPreprocess
+from .preprocess import ImagePreprocess, TabularPreprocess
 
 FORMAT = "zuko-lu/1"
 _KEYS = ("model", "state_dict", "preprocess", "data")

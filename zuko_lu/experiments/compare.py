@@ -30,6 +30,8 @@ __all__ = [
     "timed",
 ]
 
+import inspect
+import math
 import os
 import platform
 import statistics
@@ -294,13 +296,39 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"clip {config['clip'] or 'none'} (nats/dim), at most {config['epochs']} epoch(s)"
         + (f" or {limit:g} s per model" if limit else "")
         + f", patience {config['patience']}, seed {config['seed']}. "
-        + f"Parameters matched to LU-Net's: {'yes' if meta['match'] else 'no'}.",
+        + _matching(rows, meta["match"]),
         f"Machine: {meta['machine']} ({meta['device']}); torch {meta['versions']['torch']}, "
         f"zuko {meta['versions']['zuko']}; {meta['date']}.",
         f"Command: `{meta['command']}`",
         "",
     ]
     return "\n".join(lines)
+
+
+def _matching(rows: list[dict[str, Any]], match: bool) -> str:
+    r"""Says what the parameter matching did for each baseline, and when it could not."""
+
+    if not match:
+        return "Parameter counts not matched (--no-match): each model's default sizes."
+    rows = [r for r in rows if r.get("parameters") is not None]  # diverged rows have none
+    target = next((r["parameters"] for r in rows if r["model"] == "lunet"), None)
+    if target is None:
+        return "Hidden widths matched to LU-Net's parameter count (LU-Net not in the table)."
+    smallest = inspect.signature(match_hidden).parameters["minimum"].default
+    notes = []
+    for r in (r for r in rows if r["model"] != "lunet"):
+        n, h = r["parameters"], ((r.get("kwargs") or {}).get("hidden_features") or [None])[0]
+        note = f"{r['model']} {n:,} ({n / target:.3g}x, "
+        if h is None:
+            note += "no hidden width to match)"
+        elif abs(math.log(n / target)) <= math.log(1.25):
+            note += f"matched by hidden width {h})"
+        elif n > target and h <= smallest:
+            note += f"not matched: its smallest width {h} gives {n:,} > {target:,})"
+        else:
+            note += f"not matched: the closest width {h} gives {n:,})"
+        notes.append(note)
+    return f"Parameter counts against LU-Net's {target:,}: " + "; ".join(notes or ["-"]) + "."
 
 
 def _panels(pictures: list, data: Any, out: Path) -> None:  # noqa: ANN401

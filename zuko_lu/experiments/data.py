@@ -11,6 +11,7 @@ __all__ = [
     "write_idx",
 ]
 
+import csv
 import gzip
 import importlib
 import os
@@ -42,8 +43,12 @@ class DataError(ValueError):
 class Data:
     r"""Creates a dataset split into train, validation and test sets.
 
-    Images keep their raw integer levels as floats in :math:`[0, \text{levels} - 1]`;
-    dequantisation and the logit transform live in :mod:`zuko_lu.experiments.metrics`.
+    Images keep their raw integer levels as float32 in :math:`[0, \text{levels} - 1]`;
+    dequantisation and the logit transform live in :mod:`zuko_lu.experiments.preprocess`.
+    Tables read from files (:py:`csv`, :py:`npy`) stay float64, as read, so that columns
+    float32 cannot hold (timestamps, :math:`10^{39}`) survive until they are standardised
+    in float64 (see :class:`zuko_lu.experiments.preprocess.TabularPreprocess`); the 2-D
+    toys are float32.
 
     Arguments:
         train: The training set, a float tensor with shape :math:`(N, D)`.
@@ -165,36 +170,118 @@ def _split(n: int, n_test: int, val_fraction: float, rng: np.random.Generator) -
 
 
 def _idx_pair(data_dir: str | os.PathLike, part: str) -> tuple[np.ndarray, np.ndarray]:
-    arrays = []
+    arrays, paths = [], []
     for stem in _IDX_FILES[part]:
         tried = [os.path.join(data_dir, stem + ext) for ext in ("", ".gz")]
         path = next((p for p in tried if os.path.isfile(p)), None)
         if path is None:
             raise DataError(f"missing IDX file: '{tried[0]}' (or '{tried[1]}')")
         arrays.append(read_idx(path))
+        paths.append(path)
 
     images, labels = arrays
     if images.ndim < 2 or labels.shape != images.shape[:1]:
         raise DataError(f"in '{data_dir}': {images.shape} {part} images for {labels.shape} labels")
+    if images.dtype != np.uint8 and images.size:  # bits/dim needs integer levels 0..255
+        low, high = images.min(), images.max()
+        if low < 0 or high > 255 or not np.array_equal(images, np.round(images)):
+            hint = ": scaled to [0, 1]? store round(255 x) as bytes" if high <= 1 else ""
+            raise DataError(
+                f"'{paths[0]}' holds {images.dtype} values in [{low:g}, {high:g}], not integer "
+                f"pixel levels 0..255 (bits/dim would be meaningless){hint}"
+            )
     return images, labels
+
+
+def _number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _content(line: str) -> str:
+    return line.split("#", 1)[0].strip()
+
+
+def _read_csv(path: str | os.PathLike) -> np.ndarray:
+    r"""Reads a comma-separated table of numbers with numpy's rules (:func:`numpy.loadtxt`:
+    ``#`` comments and blank lines skipped, ``"`` quotes) and the :mod:`csv` module's
+    fields for the header.
+
+    The text is UTF-8 with or without a byte-order mark. The first line with content is a
+    header when one of its fields is not a number (for numeric columns, the vote of
+    :meth:`csv.Sniffer.has_header`: a first row that does not parse like the rows below it
+    is a header). A header whose first field is empty (or pandas' ``Unnamed: 0``) over
+    integers marks the index column that :py:`pandas.DataFrame.to_csv` writes: it is
+    dropped, not used as a feature.
+    """
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"'{path}' is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+    rows = [i for i, line in enumerate(lines) if _content(line)]
+    if not rows:
+        raise DataError(f"'{path}' holds no data")
+    fields = next(csv.reader([_content(lines[rows[0]])]))
+    header = not all(_number(v) for v in fields)
+    body = [lines[i] for i in rows[header:]]
+    if not body:
+        raise DataError(f"'{path}' has a header but no data rows")
+
+    try:
+        x = np.loadtxt(body, delimiter=",", comments="#", quotechar='"', ndmin=2)
+    except ValueError as e:
+        problem = _csv_problem(lines, rows[header:], e)
+        raise DataError(f"cannot read csv file '{path}': {problem}") from e
+
+    index = fields[0].strip() in ("", "Unnamed: 0") and len(fields) > 1 and x.shape[1] > 1
+    if header and index and np.array_equal(x[:, 0], np.round(x[:, 0])):
+        x = x[:, 1:]  # pandas' index column
+    return x
+
+
+def _csv_problem(lines: list[str], rows: list[int], error: ValueError) -> str:
+    r"""Names the first line of a CSV file that numpy cannot read (1-based, as editors)."""
+
+    width = None
+    for i in rows:
+        fields = next(csv.reader([_content(lines[i])]))
+        width = width or len(fields)
+        if len(fields) != width:
+            return f"line {i + 1} has {len(fields)} fields, the lines above {width}"
+        bad = [j for j, v in enumerate(fields) if not _number(v)]
+        if bad:
+            return f"line {i + 1}, column {bad[0]} (0-based) is not a number: {fields[bad[0]]!r}"
+    return str(error)
+
+
+def _read_npy(path: str | os.PathLike) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        what = "a .npz archive" if magic[:4] == b"PK\x03\x04" else "not a .npy file"
+        raise DataError(f"'{path}' is {what} (no NumPy magic string at its start)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"'{path}' holds Python objects, not an array of numbers") from e
+        raise
 
 
 def _read_table(path: str | os.PathLike, kind: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DataError(f"file not found: '{path}'")
     try:
-        if kind == "npy":
-            x = np.load(path, allow_pickle=False)
-        else:
-            with open(path) as f:
-                first = next((line for line in f if line.strip()), "")
-            try:  # header auto-detection: a first line that does not parse as floats
-                [float(v) for v in first.split(",")]
-                skip = 0
-            except ValueError:
-                skip = 1
-            x = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+        x = _read_npy(path) if kind == "npy" else _read_csv(path)
     except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"cannot read {kind} file '{path}': {e}") from e
 
     if x.dtype.kind not in "biuf":
@@ -208,6 +295,14 @@ def _read_table(path: str | os.PathLike, kind: str) -> np.ndarray:
     if len(bad):
         i, j = bad[0]
         raise DataError(f"'{path}' has a non-finite value at row {i}, column {j} (0-based)")
+    x = x.astype(np.float64)
+    constant = np.flatnonzero(np.ptp(x, axis=0) <= 1e-12 * np.abs(x).max(axis=0))
+    if len(constant):
+        j = constant[0]
+        raise DataError(
+            f"'{path}': column {j} (0-based) is constant ({x[0, j]:.10g}): its density is "
+            "degenerate and would add an arbitrary constant to the likelihood; drop it"
+        )
     return x
 
 
@@ -236,12 +331,14 @@ def load(
     testing (3,600 / 400 / 1,000 for MNIST). With :py:`data_dir`, :py:`mnist` and
     :py:`fashion-mnist` read the four standard IDX files (60,000 train / 10,000 test).
     :py:`csv` and :py:`npy` read a table of floats from :py:`path` and hold out 10% for
-    testing. In every case, the validation set is :py:`val_fraction` of what is left.
+    testing; a constant column is refused. In every case, the validation set is
+    :py:`val_fraction` of what is left. IDX images must hold integer levels 0..255.
 
     Arguments:
         name: One of :func:`names`.
         data_dir: A folder with the IDX files of MNIST or Fashion-MNIST.
-        path: The CSV (comma-separated, optional header) or NPY file of :py:`csv`/:py:`npy`.
+        path: The CSV (comma-separated, UTF-8 with or without a byte-order mark, optional
+            header, ``#`` comments) or NPY file of :py:`csv`/:py:`npy`.
         class_: Keep only this class (labelled datasets only).
         seed: The seed of the splits.
         val_fraction: The fraction of the training pool held out for validation.
@@ -271,7 +368,7 @@ def load(
         x = _read_table(path, name)
         n_test = max(round(0.1 * len(x)), 1)
         parts = [x[i] for i in _split(len(x), n_test, val_fraction, rng)]
-        return Data(*map(_tensor, parts), kind="tabular", name=name)
+        return Data(*(_tensor(p, torch.float64) for p in parts), kind="tabular", name=name)
 
     if name in _TOYS:
         datasets = _require("sklearn.datasets")
@@ -317,7 +414,7 @@ def load(
         xs, ys = [x[itrain], x[ival], xt], [y[itrain], y[ival], yt]
 
     return Data(
-        *map(_tensor, xs),
+        *(_tensor(v, torch.float32) for v in xs),
         kind=kind,
         levels=levels,
         shape=shape,
@@ -326,5 +423,5 @@ def load(
     )
 
 
-def _tensor(x: np.ndarray) -> Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+def _tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(x)).to(dtype)

@@ -41,8 +41,9 @@ from . import checkpoint as ckpt
 from . import data as datasets
 from .config import DATA, DRAWS, VAL_FRACTION, TrainConfig
 from .distributed import setup_distributed
-from .metrics import ImagePreprocess, TabularPreprocess, evaluate_nll
+from .metrics import evaluate_nll
 from .models import accepts, build, count_parameters, nsf_bound
+from .preprocess import ImagePreprocess, TabularPreprocess
 from .training import DivergedError, TrainState, fit
 
 _RUN_FILES = ("checkpoint.pt", "last.pt", "metrics.json")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from torch import Tensor
 
-from .metrics import ImagePreprocess, TabularPreprocess
+from .preprocess import ImagePreprocess, TabularPreprocess
 
 
 @torch.no_grad()

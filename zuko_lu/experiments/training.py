@@ -38,7 +38,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from .config import TrainConfig
-from .metrics import ImagePreprocess, TabularPreprocess, evaluate_nll
+from .metrics import evaluate_nll
+from .preprocess import ImagePreprocess, TabularPreprocess
 
 _STEP_SEED, _NOISE_SEED, _VAL_SEED = 0x5EED, 0x0153, 0x7A1
 
