@@ -378,8 +378,8 @@ def lu_net(
 def conditional_lu_net(
     input_dim: int,
     context_dim: int,
-    transforms: int = 3,
     hidden_dims: Sequence[int] | None = None,
+    transforms: int = 3,
     alpha: float = 0.1,
     learnable_alpha: bool = False,
     cache_size: int = 1,
@@ -391,8 +391,8 @@ def conditional_lu_net(
     Arguments:
         input_dim: The number of features :math:`D`.
         context_dim: The number of context features :math:`C`.
-        transforms: The number :math:`T` of LU blocks followed by an activation.
         hidden_dims: The hidden widths of each block's hyper-network.
+        transforms: The number :math:`T` of LU blocks followed by an activation.
         alpha: The activations' slope :math:`\alpha \in (0, 1)`.
         learnable_alpha: Whether the activations learn per-feature slopes.
         cache_size: The parts' cache size.

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor
 from torch.distributions import Transform, constraints
 
+from .compat import softplus_out
 from .triangular import lu_apply, lu_product, pack
 
 # Halley steps of the leaky-softplus inverse (in place, without autograd): (steps, slope)
@@ -186,7 +187,11 @@ class LUTransform(Transform):
         return self
 
     def _check(self, x: Tensor, name: str) -> None:
-        if x.dim() < 1 or x.shape[-1] != self.features:
+        # Attribute reads only: this runs on every call. Under torch.jit.trace sizes are
+        # traced tensors, so the size check (valid for the traced shape only) is skipped.
+        if x.dtype != self.LU.dtype:
+            raise ValueError(f"{name}: expected dtype {self.LU.dtype}, got {x.dtype}")
+        if x.dim() < 1 or not torch.jit.is_tracing() and x.shape[-1] != self.features:
             raise ValueError(
                 f"{name}: expected a last dimension of size {self.features}, got shape "
                 f"{tuple(x.shape)}"
@@ -199,7 +204,7 @@ class LUTransform(Transform):
 
         if LU.dim() > 2:
             y = (self.weight @ x.unsqueeze(-1)).squeeze(-1)
-        elif self._W is None and x.numel() < LU.shape[-1] ** 2:
+        elif self._W is None and not torch.jit.is_tracing() and x.numel() < LU.shape[-1] ** 2:
             # Fewer rows than features: two products, L (U x), cost less than forming W.
             y = lu_apply(x.reshape(-1, x.shape[-1]), LU, self.diag).reshape(x.shape)
             if self.perm is not None:
@@ -264,7 +269,11 @@ class LUTransform(Transform):
         return ladj
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._ladj().expand(x.shape[:-1])
+        ladj = self._ladj()
+        if ladj.dim() == 0:
+            return ladj.expand(x.shape[:-1])
+        # Batched factors: the batch shape of y, which they broadcast x to.
+        return ladj.expand(torch.broadcast_shapes(ladj.shape, x.shape[:-1], y.shape[:-1]))
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Returns both :math:`y = f(x)` and :math:`\log |\det J_f(x)|`."""
@@ -288,7 +297,7 @@ def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
 
     if out is None:
         return F.softplus(x, threshold=40.0)
-    return torch.ops.aten.softplus.out(x, 1.0, 40.0, out=out)
+    return softplus_out(x, 1.0, 40.0, out=out)
 
 
 class LeakySoftplusTransform(Transform):
@@ -345,7 +354,8 @@ class LeakySoftplusTransform(Transform):
 
         if isinstance(alpha, Tensor):
             # A check would synchronise with the device; tensors are checked on the CPU.
-            if alpha.device.type == "cpu" and not torch.compiler.is_compiling():
+            readable = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+            if alpha.device.type == "cpu" and readable:
                 if not ((alpha > 0) & (alpha < 1)).all():
                     raise ValueError("alpha: expected values in the open interval (0, 1)")
         elif not 0 < alpha < 1:
@@ -368,6 +378,9 @@ class LeakySoftplusTransform(Transform):
         return self._phi(x)
 
     def _inverse(self, y: Tensor) -> Tensor:
+        if torch.jit.is_tracing():
+            return self._inverse_traceable(y)
+
         alpha = self.alpha
         # The steps run without autograd; when a gradient is wanted, one Newton step from
         # the converged x runs under it: the implicit-function gradient 1 / phi'(x).
@@ -408,6 +421,28 @@ class LeakySoftplusTransform(Transform):
             return x - (self._phi(x) - y0) / d
         return x
 
+    def _inverse_traceable(self, y: Tensor) -> Tensor:
+        # The same start and Halley steps out of place (the tracer cannot differentiate
+        # writes through out=), then one Newton step from the detached root, which the
+        # trace records whatever requires a gradient at tracing time.
+        alpha = self.alpha
+        a = alpha.detach() if isinstance(alpha, Tensor) else alpha
+        b, v = 1 - a, y.detach()
+
+        x = torch.minimum(v / a, v)
+        for d_inv, c in self._tangents(a, v):
+            x = torch.minimum(x, v * d_inv + c)
+
+        for _ in range(self._steps(v.dtype)):
+            s = torch.sigmoid(x)
+            d = a + b * s
+            f = torch.lerp(softplus(x), x, a) - v
+            x = x - f * d / (d * d - 0.5 * b * s * (1 - s) * f)
+
+        x = x.detach()
+        d = torch.lerp(torch.sigmoid(x), torch.ones_like(x), alpha)
+        return x - (self._phi(x) - y) / d
+
     def _tangents(self, a: Slope, y: Tensor) -> list[tuple[Tensor, Tensor]]:
         # The tangents of phi at TANGENTS, inverted: x = y / d + c.
         lines = []
@@ -443,7 +478,8 @@ class LeakySoftplusTransform(Transform):
         # Reading a tensor's smallest slope would synchronise with an accelerator.
         a = self.alpha
         if isinstance(a, Tensor):
-            readable = a.device.type == "cpu" and not torch.compiler.is_compiling()
+            readable = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+            readable = readable and a.device.type == "cpu"
             a = a.detach().min().item() if readable else SLOPE_MIN
         return steps + math.ceil(max(0.0, math.log10(slope / a)))
 

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .compat import functorch_active
+
 # Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros.
 # Measured on a 2-core CPU (fwd + bwd, D = 256 to 784, batch 64 to 1024): 96-192 for
 # forming W, 128-256 for applying the factors.
@@ -156,11 +158,12 @@ class LUApply(torch.autograd.Function):
 
 
 def use_panels(LU: Tensor) -> bool:
-    r"""Returns whether the panel products apply: on the CPU, and outside
+    r"""Returns whether the panel products apply: on the CPU, outside
     :mod:`torch.func` transforms (``vmap``, ``jacrev``, ...), which cannot batch the
-    writes into views."""
+    writes into views, and outside :func:`torch.jit.trace`, which records neither the
+    Python loop over panels nor the hand-written backward."""
 
-    return LU.device.type == "cpu" and torch._C._functorch.peek_interpreter_stack() is None
+    return LU.device.type == "cpu" and not torch.jit.is_tracing() and not functorch_active()
 
 
 _CONSTANTS: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -206,7 +209,7 @@ def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
         True
     """
 
-    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and use_panels(LU):
+    if LU.dim() == 2 and use_panels(LU) and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1:
         return LUProduct.apply(LU, diag)
 
     LU = pack(LU, diag)
@@ -235,7 +238,7 @@ def lu_apply(x: Tensor, LU: Tensor, diag: Tensor | None = None) -> Tensor:
     """
 
     D = LU.shape[-1]
-    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and use_panels(LU):
+    if x.dim() == 2 and LU.dim() == 2 and use_panels(LU) and len(panels(D, PANEL_APPLY)) > 1:
         return LUApply.apply(x, LU, diag)
 
     LU = pack(LU, diag)
