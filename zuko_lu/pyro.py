@@ -280,7 +280,12 @@ class ConditionalLULinear(ConditionalTransformModule):
     def condition(self, context: Tensor) -> LUTransform:
         r"""Returns the block for a context of shape :math:`(*, C)`."""
 
-        if context.dim() < 1 or context.shape[-1] != self.context_dim:
+        # Under torch.jit.trace sizes are traced tensors: the trace is for one shape.
+        if (
+            context.dim() < 1
+            or not torch.jit.is_tracing()
+            and context.shape[-1] != self.context_dim
+        ):
             raise ValueError(
                 f"context: expected a last dimension of size {self.context_dim}, got shape "
                 f"{tuple(context.shape)}"
