@@ -24,17 +24,16 @@ from .compat import softplus_out
 from .triangular import lu_apply, lu_product, pack
 
 # Halley steps of the leaky-softplus inverse (in place, without autograd): (steps, slope)
-# per dtype, with one more step per decade of alpha below that slope. Measured from the
-# start below over [-1e4, 1e4] (worst relative error in exact arithmetic, alpha = 0.03):
-# 0.5, 5e-3, 1e-8, 5e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
-# float64 3 down to alpha = 0.01; 5 steps suffice for both at alpha = 1e-4.
+# per dtype, with one more step per decade of alpha below that slope (measured:
+# docs/maths.rst, "The activation and its inverse").
 HALLEY_STEPS = {torch.float64: (3, 0.01)}
 HALLEY_STEPS_DEFAULT = (2, 0.03)
 SLOPE_MIN = 1e-4  # the smallest slope assumed when a tensor's cannot be read
 
 Slope = float | Tensor  # one slope for all, or one per feature
 
-# Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32).
+# Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32;
+# measured: docs/maths.rst, "Measured constants").
 CHUNK = 2**18
 
 # Points whose tangents bound the inverse from above, tightening the start.
@@ -321,7 +320,9 @@ class LeakySoftplusTransform(Transform):
     :math:`\geq 10^{-4}`, as :func:`slope` keeps it), reaches the working precision
     over the whole real line. The steps run in place without autograd; when a gradient
     is wanted, one Newton step is differentiated, which gives the implicit-function
-    gradient :math:`\partial x / \partial y = 1 / \phi'(x)`.
+    gradient :math:`\partial x / \partial y = 1 / \phi'(x)`. Under
+    :func:`torch.jit.trace` the steps run out of place and the Newton step is always
+    recorded, so that a trace differentiates whatever its inputs (``docs/maths.rst``).
 
     References:
         | LU-Net: Invertible Neural Networks Based on Matrix Factorization (Chan et al., 2023)
@@ -396,7 +397,7 @@ class LeakySoftplusTransform(Transform):
             steps = self._steps(y.dtype)
 
             # On the CPU, chunks of rows whose buffers stay in cache, reused from chunk to
-            # chunk: measured up to 1.8x faster than whole (1024, 784) buffers.
+            # chunk (CHUNK).
             X, Y, n = x[None], y[None], 1  # one chunk, unless the slopes allow rows
             if not isinstance(a, Tensor) or a.dim() == 0:
                 X, Y, n = x.view(-1, 1), y.reshape(-1, 1), CHUNK

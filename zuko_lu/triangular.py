@@ -8,8 +8,9 @@ of the two products of its backward :math:`D^3 (k + 1)(2k + 1) / 6k^2` (about
 :math:`D^3 / 3`). Each panel is one BLAS call on a strided view, and the backward passes
 are written by hand. :func:`lu_product` and :func:`lu_apply` take these paths for a
 single matrix on the CPU wide enough for two panels, and fall back to the plain products
-otherwise: on a GPU, where products this size are bound by kernel launches rather than
-arithmetic, one dense product is the simpler bet (not measured: no GPU was at hand).
+otherwise (on accelerators, under :mod:`torch.func` transformations and while
+:func:`torch.jit.trace` records). The panel widths and their measurements are in
+``docs/maths.rst``.
 
 This module depends on :mod:`torch` alone.
 """
@@ -28,9 +29,8 @@ from torch.autograd.function import once_differentiable
 
 from .compat import functorch_active
 
-# Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros.
-# Measured on a 2-core CPU (fwd + bwd, D = 256 to 784, batch 64 to 1024): 96-192 for
-# forming W, 128-256 for applying the factors.
+# Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros
+# (measured: docs/maths.rst, "Measured constants").
 PANEL_PRODUCT = 128
 PANEL_APPLY = 192
 
