@@ -185,25 +185,28 @@ class LUTransform(Transform):
 
         return self
 
-    def _check(self, x: Tensor, name: str) -> None:
-        # Attribute reads only: this runs on every call. Under torch.jit.trace sizes are
-        # traced tensors, so the size check (valid for the traced shape only) is skipped.
-        if x.dtype != self.LU.dtype:
+    def _check(self, x: Tensor, name: str) -> bool:
+        # Attribute reads only: this runs on every call. Returns whether torch.jit.trace
+        # records, where sizes are traced tensors: the size check (of the traced shape
+        # only) is then skipped.
+        if x.dtype is not self.LU.dtype:
             raise ValueError(f"{name}: expected dtype {self.LU.dtype}, got {x.dtype}")
-        if x.dim() < 1 or not torch.jit.is_tracing() and x.shape[-1] != self.features:
+        tracing = torch.jit.is_tracing()
+        if x.dim() < 1 or not tracing and x.shape[-1] != self.features:
             raise ValueError(
                 f"{name}: expected a last dimension of size {self.features}, got shape "
                 f"{tuple(x.shape)}"
             )
+        return tracing
 
     def _call(self, x: Tensor) -> Tensor:
-        self._check(x, "x")
+        tracing = self._check(x, "x")
 
         LU, bias = self.LU, self.bias
 
         if LU.dim() > 2:
             y = (self.weight @ x.unsqueeze(-1)).squeeze(-1)
-        elif self._W is None and not torch.jit.is_tracing() and x.numel() < LU.shape[-1] ** 2:
+        elif self._W is None and not tracing and x.numel() < LU.shape[-1] ** 2:
             # Fewer rows than features: two products, L (U x), cost less than forming W.
             y = lu_apply(x.reshape(-1, x.shape[-1]), LU, self.diag).reshape(x.shape)
             if self.perm is not None:

@@ -37,8 +37,11 @@ PANEL_APPLY = 192
 
 def panels(D: int, width: int) -> list[tuple[int, int]]:
     r"""Returns the :math:`[s, e)` bounds of about-equal panels about `width` wide (one
-    panel when :math:`D` is small: the plain product)."""
+    panel, the plain product, when :math:`D` is small or a size that
+    :func:`torch.jit.trace` records as a tensor)."""
 
+    if isinstance(D, Tensor):
+        return [(0, D)]
     k = max(1, round(D / width))
     bounds = [round(i * D / k) for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
@@ -209,7 +212,7 @@ def lu_product(LU: Tensor, diag: Tensor | None = None) -> Tensor:
         True
     """
 
-    if LU.dim() == 2 and use_panels(LU) and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1:
+    if LU.dim() == 2 and len(panels(LU.shape[-1], PANEL_PRODUCT)) > 1 and use_panels(LU):
         return LUProduct.apply(LU, diag)
 
     LU = pack(LU, diag)
@@ -238,7 +241,7 @@ def lu_apply(x: Tensor, LU: Tensor, diag: Tensor | None = None) -> Tensor:
     """
 
     D = LU.shape[-1]
-    if x.dim() == 2 and LU.dim() == 2 and use_panels(LU) and len(panels(D, PANEL_APPLY)) > 1:
+    if x.dim() == 2 and LU.dim() == 2 and len(panels(D, PANEL_APPLY)) > 1 and use_panels(LU):
         return LUApply.apply(x, LU, diag)
 
     LU = pack(LU, diag)
