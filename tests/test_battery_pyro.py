@@ -4,7 +4,7 @@ Every helper of :mod:`zuko_lu.pyro` (and its class), conditional ones through
 ``.condition(context)``, goes through the same checks at float32 and float64: log-det
 against a finite-difference Jacobian, inverse round trip, ``event_dim`` and the shapes
 of outputs and log-dets for batch shapes, gradients to every parameter, and use inside
-a (conditional) transformed distribution.
+a (conditional) transformed distribution, on the ``--device`` of the run.
 """
 
 from collections.abc import Callable
@@ -55,8 +55,8 @@ CONDITIONAL: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def perturb(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    module = module.to(dtype)
+def perturb(module: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    module = module.to(dtype=dtype, device=device)
     with torch.no_grad():  # away from the identity initialisation
         for p in module.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -106,18 +106,18 @@ def check_transform(t, x: torch.Tensor, event_dim: int) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(MODULES))
-def test_module(name, dtype):
+def test_module(name, dtype, device):
     factory, event_dim = MODULES[name]
-    t = perturb(factory(), dtype)
+    t = perturb(factory(), dtype, device)
     for shape in [(5, D), (2, 4, D), (D,)]:
-        check_transform(t, torch.randn(shape, dtype=dtype), event_dim)
+        check_transform(t, torch.randn(shape, dtype=dtype, device=device), event_dim)
 
 
 @pytest.mark.parametrize("name", list(MODULES))
-def test_module_gradients(name):
+def test_module_gradients(name, device):
     factory, event_dim = MODULES[name]
-    t = perturb(factory(), torch.float64)
-    x = torch.randn(6, D, dtype=torch.float64, requires_grad=True)
+    t = perturb(factory(), torch.float64, device)
+    x = torch.randn(6, D, dtype=torch.float64, device=device, requires_grad=True)
     y = t(x)
     (y.square().sum() + t.log_abs_det_jacobian(x, y).sum() + t.inv(x).sum()).backward()
     assert torch.isfinite(x.grad).all()
@@ -126,10 +126,10 @@ def test_module_gradients(name):
 
 
 @pytest.mark.parametrize("name", list(MODULES))
-def test_module_distribution(name):
+def test_module_distribution(name, device):
     factory, event_dim = MODULES[name]
-    t = perturb(factory(), torch.float32)
-    base = dist.Normal(torch.zeros(D), 1.0).to_event(1)
+    t = perturb(factory(), torch.float32, device)
+    base = dist.Normal(torch.zeros(D, device=device), 1.0).to_event(1)
     for transforms in ([t], [t.inv]):
         d = dist.TransformedDistribution(base, transforms)
         x = d.rsample((4, 5))
@@ -140,27 +140,28 @@ def test_module_distribution(name):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(CONDITIONAL))
-def test_conditional(name, dtype):
-    module = perturb(CONDITIONAL[name](), dtype)
+def test_conditional(name, dtype, device):
+    module = perturb(CONDITIONAL[name](), dtype, device)
+    new = dict(dtype=dtype, device=device)
     # a batch of contexts, one per row, and one context for all rows
     for xs, cs in [((2, 4, D), (2, 4, C)), ((5, D), (5, C)), ((5, D), (C,))]:
-        x, c = torch.randn(xs, dtype=dtype), torch.randn(cs, dtype=dtype)
+        x, c = torch.randn(xs, **new), torch.randn(cs, **new)
         check_transform(module.condition(c), x, 1)
 
     # each row of a batched condition is the row's own block
-    x, c = torch.randn(4, D, dtype=dtype), torch.randn(4, C, dtype=dtype)
+    x, c = torch.randn(4, D, **new), torch.randn(4, C, **new)
     y = module.condition(c)(x)
     y1 = module.condition(c[1])(x[1])
     assert torch.allclose(y[1], y1, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(CONDITIONAL))
-def test_conditional_gradients_and_distribution(name):
-    module = perturb(CONDITIONAL[name](), torch.float32)
-    base = dist.Normal(torch.zeros(D), 1.0).to_event(1)
+def test_conditional_gradients_and_distribution(name, device):
+    module = perturb(CONDITIONAL[name](), torch.float32, device)
+    base = dist.Normal(torch.zeros(D, device=device), 1.0).to_event(1)
     d = dist.ConditionalTransformedDistribution(base, [module.inv])
-    c = torch.randn(6, C)
-    x = torch.randn(6, D)
+    c = torch.randn(6, C, device=device)
+    x = torch.randn(6, D, device=device)
     log_p = d.condition(c).log_prob(x)
     assert log_p.shape == (6,) and torch.isfinite(log_p).all()
     sample = d.condition(c).rsample((2, 6))  # the base has no batch shape
