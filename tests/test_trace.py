@@ -275,3 +275,16 @@ def test_autoguide_jit_trace_elbo():
     assert all(map(math.isfinite, losses))
     make = lambda: (torch.randn(4, 3, requires_grad=True),)
     assert_same(*replay_module(guide.transform, lambda m, z: m(z), make))
+
+
+def test_pyro_cache_stays_out_of_traces():
+    # a pair cached by an eager call is not replayed as a constant by a trace of the
+    # same call; a pair cached inside the trace (sample, then log-density) is used there
+    t = perturb(lu_linear(3, init="orthogonal")).requires_grad_(False)  # cache_size=1
+    x = torch.randn(4, 3)
+    t(x)  # caches (x, t(x))
+    traced = torch.jit.trace(lambda x: torch.cat((t(x), t.inv(t(x)))), x)
+    y = torch.randn(4, 3)  # a constant from the eager cache would ignore the new input
+    assert torch.allclose(traced(y), torch.cat((t(y), y)), atol=ATOL)
+    graph = str(traced.graph)
+    assert "linear" in graph and "solve_triangular" not in graph

@@ -54,7 +54,9 @@ class _Cached:
 
     def _state(self) -> tuple:
         tensors = (*self.parameters(), *self.buffers())
-        return (torch.is_grad_enabled(), *((t._version, t.data_ptr()) for t in tensors))
+        # Tracing in the key: a pair cached outside a trace would enter it as a constant.
+        grad, tracing = torch.is_grad_enabled(), torch.jit.is_tracing()
+        return (grad, tracing, *((t._version, t.data_ptr()) for t in tensors))
 
     def clear_cache(self) -> None:
         self._cached = (None, None, None)
