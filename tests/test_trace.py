@@ -288,3 +288,20 @@ def test_pyro_cache_stays_out_of_traces():
     assert torch.allclose(traced(y), torch.cat((t(y), y)), atol=ATOL)
     graph = str(traced.graph)
     assert "linear" in graph and "solve_triangular" not in graph
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.01, 1e-4, "tensor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_traced_inverse_whole_line(alpha, dtype):
+    # the trace's out-of-place inverse reaches the working precision over the real line,
+    # as the eager one does
+    if alpha == "tensor":
+        alpha = torch.tensor([0.5, 0.05, 2e-4], dtype=dtype)
+    t = LeakySoftplusTransform(alpha)
+    x = torch.cat((-torch.logspace(-6, 4, 200), torch.logspace(-6, 4, 200))).to(dtype)
+    x = x[:, None].expand(-1, 3)
+    y = t(x)
+    traced = torch.jit.trace(lambda y: t.inv(y), y)
+    eps = torch.finfo(dtype).eps
+    assert torch.allclose(traced(y), x, rtol=8 * eps, atol=8 * eps)
+    assert torch.allclose(traced(y), t.inv(y), rtol=4 * eps, atol=4 * eps)
