@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pyro.distributions.transforms import iterated
+
 from zuko_lu.pyro import (
     ConditionalLULinear,
     LeakySoftplus,
@@ -182,3 +184,9 @@ def test_conditional_helpers_follow_pyro():
     assert [m.weight.shape[0] for m in t[0].hyper.layers[:-1]] == [16, 16]
     for helper in (lu_linear, lu_net, leaky_softplus):
         assert next(iter(inspect.signature(helper).parameters)) == "input_dim", helper
+
+    # and they compose with Pyro's own helper for stacks
+    for helper in (lu_linear, lu_net):
+        t = iterated(2, helper, D)
+        x = torch.randn(4, D)
+        assert len(t) == 2 and torch.allclose(t.inv(t(x).clone()), x, atol=1e-5)

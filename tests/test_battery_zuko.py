@@ -30,6 +30,9 @@ TRANSFORMS: dict[str, Callable[[], nn.Module]] = {
     "lu-diag": lambda: LULinear(D, context=C, hidden_features=[8]),
     "lu-diag-orthogonal": lambda: LULinear(D, context=C, init="orthogonal", hidden_features=[8]),
     "lu-full": lambda: LULinear(D, context=C, conditioning="full", hidden_features=[8]),
+    "lu-full-orthogonal": lambda: LULinear(
+        D, context=C, conditioning="full", init="orthogonal", hidden_features=[8]
+    ),
     "lu-full-softplus": lambda: LULinear(
         D, context=C, conditioning="full", diagonal="softplus", hidden_features=[8]
     ),
@@ -127,6 +130,17 @@ def test_transform_batched_contexts(name, device):
     y0, ladj0 = t(c[1, 2]).call_and_ladj(x)
     assert y0.shape == (4, 5, D) and ladj0.shape == (4, 5)
     assert torch.allclose(y0[1, 2], y[1, 2]) and torch.allclose(ladj0[1, 2], ladj[1, 2])
+    assert torch.allclose(t(c).inv(y), x)
+
+
+@pytest.mark.parametrize("name", ["leaky-softplus", "leaky-softplus-learnable"])
+def test_activation_ignores_context(name, device):
+    t = build(TRANSFORMS[name], torch.float64, device)
+    x = 3 * torch.randn(5, D, dtype=torch.float64, device=device)
+    c = torch.randn(5, C, dtype=torch.float64, device=device)
+    y, ladj = t(c).call_and_ladj(x)
+    y0, ladj0 = t().call_and_ladj(x)
+    assert torch.equal(y, y0) and torch.equal(ladj, ladj0)
     assert torch.allclose(t(c).inv(y), x)
 
 
