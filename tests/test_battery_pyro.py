@@ -158,6 +158,19 @@ def test_conditional(name, dtype, device):
 
 
 @pytest.mark.parametrize("name", list(CONDITIONAL))
+def test_conditional_broadcasts(name, device):
+    # inputs and contexts of different batch shapes broadcast, log-dets included
+    module = perturb(CONDITIONAL[name](), torch.float64, device)
+    t = module.condition(torch.randn(4, C, dtype=torch.float64, device=device))
+    for shape, batch in [((5, 1, D), (5, 4)), ((D,), (4,))]:
+        x = torch.randn(shape, dtype=torch.float64, device=device)
+        y = t(x)
+        assert y.shape == (*batch, D)
+        assert t.log_abs_det_jacobian(x, y).shape == batch
+        assert torch.allclose(t.inv(y.clone()), x.expand_as(y))
+
+
+@pytest.mark.parametrize("name", list(CONDITIONAL))
 def test_conditional_gradients_and_distribution(name, device):
     module = perturb(CONDITIONAL[name](), torch.float32, device)
     base = dist.Normal(torch.zeros(D, device=device), 1.0).to_event(1)

@@ -132,6 +132,11 @@ def test_transform_batched_contexts(name, device):
     assert torch.allclose(y0[1, 2], y[1, 2]) and torch.allclose(ladj0[1, 2], ladj[1, 2])
     assert torch.allclose(t(c).inv(y), x)
 
+    # one input for all contexts: the batch of transformations broadcasts it
+    y, ladj = t(c).call_and_ladj(x[0, 0])
+    assert y.shape == (4, 5, D) and ladj.shape == (4, 5)
+    assert torch.equal(t(c).log_abs_det_jacobian(x[0, 0], y), ladj)
+
 
 @pytest.mark.parametrize("name", ["leaky-softplus", "leaky-softplus-learnable"])
 def test_activation_ignores_context(name, device):
