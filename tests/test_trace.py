@@ -53,7 +53,7 @@ def replay(fn: Callable, make: Callable[[], tuple]) -> tuple[list, list]:
 
 def assert_same(traced: list, eager: list) -> None:
     assert len(traced) == len(eager)
-    assert eager[1:].count(None) < len(eager) - 1, "no gradient reaches anything"
+    assert any(g is not None for g in eager[1:]), "no gradient reaches anything"
     for a, b in zip(traced, eager, strict=True):
         assert (a is None) == (b is None), "the trace lost or made up a gradient"
         if a is None:  # e.g. the log-det of a linear map does not depend on x
@@ -77,7 +77,6 @@ LU_CASES = {
     "plain": lambda LU, b: LUTransform(LU, bias=b),
     "perm": lambda LU, b: LUTransform(LU, bias=b, perm=torch.tensor([2, 0, 3, 1])),
     "log_scale": lambda LU, b: LUTransform(LU, bias=b, log_scale=0.5 * b),
-    "diag": lambda LU, b: LUTransform(LU, bias=b, diag=b.exp()),
 }
 
 

@@ -219,7 +219,7 @@ def test_lu_transform_log_det_broadcasts(device):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.float16])
 def test_lu_transform_dtype(dtype):
-    t = LUTransform(torch.eye(3), torch.zeros(3))
+    t = LUTransform(torch.eye(3), bias=torch.zeros(3))
     x = torch.ones(4, 3, dtype=dtype)
     message = f"x: expected dtype torch.float32, got {dtype}"
     with pytest.raises(ValueError, match=message):
