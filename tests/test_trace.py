@@ -136,6 +136,23 @@ def test_leaky_softplus_inverse_gradient_recorded():
     assert torch.allclose(g, t.log_abs_det_jacobian(x, y).neg().exp(), atol=ATOL)
 
 
+@pytest.mark.parametrize("context", [0, 2])
+def test_zuko_flow(context):
+    # the zuko face traces too: log-density and sampling of LU-Net (parameters frozen,
+    # as a trace of a function keeps them as constants)
+    from zuko_lu import LUNet
+
+    flow = LUNet(3, context, transforms=2, learnable_alpha=True, init="orthogonal")
+    flow = perturb(flow).requires_grad_(False)
+
+    def make():
+        return torch.randn(5, 3, requires_grad=True), torch.randn(5, max(context, 1))
+
+    c = lambda c: c if context else None
+    assert_same(*replay(lambda x, ctx: flow(c(ctx)).log_prob(x), make))
+    assert_same(*replay(lambda z, ctx: flow(c(ctx)).transform.inv(z), make))
+
+
 class Wrap(nn.Module):
     r"""A module around a Pyro transform module and a function of it."""
 
