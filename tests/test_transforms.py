@@ -200,3 +200,111 @@ def test_parameters_bad_input():
         LUParameters(3, init="paper")
     with pytest.raises(ValueError, match="diagonal: expected one of"):
         LUParameters(3, diagonal="raw")
+
+
+def test_lu_transform_log_det_broadcasts(device):
+    # batched factors and an unbatched x: the log-det has the batch shape, as the
+    # output and call_and_ladj have
+    LU = random_lu(4, 3, 3, dtype=torch.float32, device=device)
+    t = LUTransform(LU, bias=torch.randn(4, 3, device=device))
+    x = torch.randn(3, device=device)
+    y, ladj = t.call_and_ladj(x)
+    assert y.shape == (4, 3)
+    assert t.log_abs_det_jacobian(x, y).shape == (4,)
+    assert torch.equal(t.log_abs_det_jacobian(x, y), ladj)
+    # and a batch of x over the batch of factors
+    x = torch.randn(2, 1, 3, device=device)
+    assert t.log_abs_det_jacobian(x, t(x)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.float16])
+def test_lu_transform_dtype(dtype):
+    t = LUTransform(torch.eye(3), bias=torch.zeros(3))
+    x = torch.ones(4, 3, dtype=dtype)
+    message = f"x: expected dtype torch.float32, got {dtype}"
+    with pytest.raises(ValueError, match=message):
+        t(x)
+    with pytest.raises(ValueError, match=message.replace("x:", "y:")):
+        t.inv(x)
+    with pytest.raises(ValueError, match=message):
+        t.call_and_ladj(x)
+
+
+def test_flows_dtype():
+    from zuko_lu import LUNet
+    from zuko_lu.pyro import conditional_lu_linear, lu_net
+
+    with pytest.raises(ValueError, match="expected dtype torch.float32, got torch.float64"):
+        LUNet(3, transforms=1)().log_prob(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected dtype torch.float64, got torch.int64"):
+        LUNet(3, transforms=1).double()().log_prob(torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="expected dtype torch.float32, got torch.float64"):
+        lu_net(3, transforms=1)(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected dtype torch.float32, got torch.int64"):
+        conditional_lu_linear(3, 2).condition(torch.zeros(2)).inv(torch.ones(3, dtype=int))
+
+
+def test_compat_functorch_active(monkeypatch):
+    from zuko_lu import compat, triangular
+
+    LU = torch.randn(9, 9, dtype=torch.float64)
+    assert not compat.functorch_active() and triangular.use_panels(LU)
+    seen = []
+    torch.func.vmap(lambda v: seen.append(compat.functorch_active()) or v)(torch.zeros(2))
+    assert seen == [True]
+
+    # a torch without the private check: callers take the plain path, valid everywhere
+    monkeypatch.delattr(torch._C._functorch, "peek_interpreter_stack")
+    assert compat.functorch_active() and not triangular.use_panels(LU)
+    monkeypatch.setattr(triangular, "PANEL_PRODUCT", 3)
+    expected = LU.tril(-1) + torch.eye(9, dtype=LU.dtype)
+    assert torch.allclose(triangular.lu_product(LU), expected @ LU.triu())
+
+
+def test_compat_softplus_out(monkeypatch):
+    from zuko_lu import compat
+
+    x = torch.tensor([-50.0, -1.0, 0.0, 3.0, 39.0, 41.0], dtype=torch.float64)
+    expected = torch.nn.functional.softplus(x, threshold=40.0)
+    out = torch.empty_like(x)
+    assert compat.softplus_out(x, 1.0, 40.0, out) is out and torch.equal(out, expected)
+
+    # a torch without the out= overload: the same values through a temporary
+    class Packet:  # an op packet without the out= overload
+        pass
+
+    monkeypatch.setattr(torch.ops.aten, "softplus", Packet())
+    out = torch.zeros_like(x)
+    assert compat.softplus_out(x, 1.0, 40.0, out) is out and torch.equal(out, expected)
+    t = LeakySoftplusTransform(0.2)
+    z = 3 * torch.randn(100)
+    assert torch.allclose(t.inv(t(z)), z, atol=1e-5)
+
+
+def test_private_torch_calls_in_compat_only():
+    # a torch upgrade that drops a private name breaks zuko_lu.compat alone
+    import ast
+    import pathlib
+
+    import zuko_lu
+
+    def private(tree: ast.AST) -> list[int]:
+        # attribute chains torch._x... or torch.ops..., in code (docstrings may name them)
+        return [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "torch"
+            and ((node.attr[:1] == "_" and node.attr[-2:] != "__") or node.attr == "ops")
+        ]
+
+    root = pathlib.Path(zuko_lu.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if path.name != "compat.py"
+        for n in private(ast.parse(path.read_text()))
+    ]
+    assert found == []
+    assert private(ast.parse((root / "compat.py").read_text()))

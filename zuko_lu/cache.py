@@ -104,7 +104,8 @@ class CachedTransform:
     """
 
     def _state(self) -> tuple:
-        return torch.is_grad_enabled(), version_key(self)
+        # tracing in the key: a pair cached outside a trace would enter it as a constant
+        return torch.is_grad_enabled(), torch.jit.is_tracing(), version_key(self)
 
     def clear_cache(self) -> None:
         r"""Drops the cached pair."""

@@ -187,7 +187,7 @@ class LUParameters(nn.Module):
         """
 
         if shift is None:
-            if self.training or torch.is_grad_enabled() or kwargs:
+            if self.training or torch.is_grad_enabled() or kwargs or torch.jit.is_tracing():
                 return self.transform(self.R, self.bias, **kwargs)
             return self._cached()
 

@@ -279,7 +279,12 @@ class ConditionalLULinear(ConditionalTransformModule):
     def condition(self, context: Tensor) -> LUTransform:
         r"""Returns the block for a context of shape :math:`(*, C)`."""
 
-        if context.dim() < 1 or context.shape[-1] != self.context_dim:
+        # Under torch.jit.trace sizes are traced tensors: the trace is for one shape.
+        if (
+            context.dim() < 1
+            or not torch.jit.is_tracing()
+            and context.shape[-1] != self.context_dim
+        ):
             raise ValueError(
                 f"context: expected a last dimension of size {self.context_dim}, got shape "
                 f"{tuple(context.shape)}"
@@ -377,8 +382,8 @@ def lu_net(
 def conditional_lu_net(
     input_dim: int,
     context_dim: int,
-    transforms: int = 3,
     hidden_dims: Sequence[int] | None = None,
+    transforms: int = 3,
     alpha: float = 0.1,
     learnable_alpha: bool = False,
     cache_size: int = 1,
@@ -390,8 +395,8 @@ def conditional_lu_net(
     Arguments:
         input_dim: The number of features :math:`D`.
         context_dim: The number of context features :math:`C`.
-        transforms: The number :math:`T` of LU blocks followed by an activation.
         hidden_dims: The hidden widths of each block's hyper-network.
+        transforms: The number :math:`T` of LU blocks followed by an activation.
         alpha: The activations' slope :math:`\alpha \in (0, 1)`.
         learnable_alpha: Whether the activations learn per-feature slopes.
         cache_size: The parts' cache size.

@@ -20,20 +20,20 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor
 from torch.distributions import Transform, constraints
 
+from .compat import softplus_out
 from .triangular import lu_apply, lu_product, pack
 
 # Halley steps of the leaky-softplus inverse (in place, without autograd): (steps, slope)
-# per dtype, with one more step per decade of alpha below that slope. Measured from the
-# start below over [-1e4, 1e4] (worst relative error in exact arithmetic, alpha = 0.03):
-# 0.5, 5e-3, 1e-8, 5e-16 after 0 to 3 steps; float32 needs 2 steps down to alpha = 0.03,
-# float64 3 down to alpha = 0.01; 5 steps suffice for both at alpha = 1e-4.
+# per dtype, with one more step per decade of alpha below that slope (measured:
+# docs/maths.rst, "The activation and its inverse").
 HALLEY_STEPS = {torch.float64: (3, 0.01)}
 HALLEY_STEPS_DEFAULT = (2, 0.03)
 SLOPE_MIN = 1e-4  # the smallest slope assumed when a tensor's cannot be read
 
 Slope = float | Tensor  # one slope for all, or one per feature
 
-# Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32).
+# Elements per chunk of the inverse's in-place steps on the CPU (1 MiB buffers in float32;
+# measured: docs/maths.rst, "Measured constants").
 CHUNK = 2**18
 
 # Points whose tangents bound the inverse from above, tightening the start.
@@ -201,21 +201,28 @@ class LUTransform(Transform):
 
         return self
 
-    def _check(self, x: Tensor, name: str) -> None:
-        if x.dim() < 1 or x.shape[-1] != self.features:
+    def _check(self, x: Tensor, name: str) -> bool:
+        # Attribute reads only: this runs on every call. Returns whether torch.jit.trace
+        # records, where sizes are traced tensors: the size check (of the traced shape
+        # only) is then skipped.
+        if x.dtype is not self.LU.dtype:
+            raise ValueError(f"{name}: expected dtype {self.LU.dtype}, got {x.dtype}")
+        tracing = torch.jit.is_tracing()
+        if x.dim() < 1 or not tracing and x.shape[-1] != self.features:
             raise ValueError(
                 f"{name}: expected a last dimension of size {self.features}, got shape "
                 f"{tuple(x.shape)}"
             )
+        return tracing
 
     def _call(self, x: Tensor) -> Tensor:
-        self._check(x, "x")
+        tracing = self._check(x, "x")
 
         LU, bias = self.LU, self.bias
 
         if LU.dim() > 2:
             y = (self.weight @ x.unsqueeze(-1)).squeeze(-1)
-        elif self._W is None and x.numel() < LU.shape[-1] ** 2:
+        elif self._W is None and not tracing and x.numel() < LU.shape[-1] ** 2:
             # Fewer rows than features: two products, L (U x), cost less than forming W.
             y = lu_apply(x.reshape(-1, x.shape[-1]), LU, self.diag).reshape(x.shape)
             if self.perm is not None:
@@ -280,7 +287,11 @@ class LUTransform(Transform):
         return ladj
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._ladj().expand(x.shape[:-1])
+        ladj = self._ladj()
+        if ladj.dim() == 0:
+            return ladj.expand(x.shape[:-1])
+        # Batched factors: the batch shape of y, which they broadcast x to.
+        return ladj.expand(torch.broadcast_shapes(ladj.shape, x.shape[:-1], y.shape[:-1]))
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Returns both :math:`y = f(x)` and :math:`\log |\det J_f(x)|`."""
@@ -304,7 +315,7 @@ def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
 
     if out is None:
         return F.softplus(x, threshold=40.0)
-    return torch.ops.aten.softplus.out(x, 1.0, 40.0, out=out)
+    return softplus_out(x, 1.0, 40.0, out=out)
 
 
 class LeakySoftplusTransform(Transform):
@@ -328,7 +339,9 @@ class LeakySoftplusTransform(Transform):
     :math:`\geq 10^{-4}`, as :func:`slope` keeps it), reaches the working precision
     over the whole real line. The steps run in place without autograd; when a gradient
     is wanted, one Newton step is differentiated, which gives the implicit-function
-    gradient :math:`\partial x / \partial y = 1 / \phi'(x)`.
+    gradient :math:`\partial x / \partial y = 1 / \phi'(x)`. Under
+    :func:`torch.jit.trace` the steps run out of place and the Newton step is always
+    recorded, so that a trace differentiates whatever its inputs (``docs/maths.rst``).
 
     References:
         | LU-Net: Invertible Neural Networks Based on Matrix Factorization (Chan et al., 2023)
@@ -361,7 +374,8 @@ class LeakySoftplusTransform(Transform):
 
         if isinstance(alpha, Tensor):
             # A check would synchronise with the device; tensors are checked on the CPU.
-            if alpha.device.type == "cpu" and not torch.compiler.is_compiling():
+            readable = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+            if alpha.device.type == "cpu" and readable:
                 if not ((alpha > 0) & (alpha < 1)).all():
                     raise ValueError("alpha: expected values in the open interval (0, 1)")
         elif not 0 < alpha < 1:
@@ -384,6 +398,9 @@ class LeakySoftplusTransform(Transform):
         return self._phi(x)
 
     def _inverse(self, y: Tensor) -> Tensor:
+        if torch.jit.is_tracing():
+            return self._inverse_traceable(y)
+
         alpha = self.alpha
         # The steps run without autograd; when a gradient is wanted, one Newton step from
         # the converged x runs under it: the implicit-function gradient 1 / phi'(x).
@@ -399,7 +416,7 @@ class LeakySoftplusTransform(Transform):
             steps = self._steps(y.dtype)
 
             # On the CPU, chunks of rows whose buffers stay in cache, reused from chunk to
-            # chunk: measured up to 1.8x faster than whole (1024, 784) buffers.
+            # chunk (CHUNK).
             X, Y, n = x[None], y[None], 1  # one chunk, unless the slopes allow rows
             if not isinstance(a, Tensor) or a.dim() == 0:
                 X, Y, n = x.view(-1, 1), y.reshape(-1, 1), CHUNK
@@ -423,6 +440,28 @@ class LeakySoftplusTransform(Transform):
             d = torch.lerp(torch.sigmoid(x), torch.ones_like(x), alpha)  # phi'(x)
             return x - (self._phi(x) - y0) / d
         return x
+
+    def _inverse_traceable(self, y: Tensor) -> Tensor:
+        # The same start and Halley steps out of place (the tracer cannot differentiate
+        # writes through out=), then one Newton step from the detached root, which the
+        # trace records whatever requires a gradient at tracing time.
+        alpha = self.alpha
+        a = alpha.detach() if isinstance(alpha, Tensor) else alpha
+        b, v = 1 - a, y.detach()
+
+        x = torch.minimum(v / a, v)
+        for d_inv, c in self._tangents(a, v):
+            x = torch.minimum(x, v * d_inv + c)
+
+        for _ in range(self._steps(v.dtype)):
+            s = torch.sigmoid(x)
+            d = a + b * s
+            f = torch.lerp(softplus(x), x, a) - v
+            x = x - f * d / (d * d - 0.5 * b * s * (1 - s) * f)
+
+        x = x.detach()
+        d = torch.lerp(torch.sigmoid(x), torch.ones_like(x), alpha)
+        return x - (self._phi(x) - y) / d
 
     def _tangents(self, a: Slope, y: Tensor) -> list[tuple[Tensor, Tensor]]:
         # The tangents of phi at TANGENTS, inverted: x = y / d + c.
@@ -459,7 +498,8 @@ class LeakySoftplusTransform(Transform):
         # Reading a tensor's smallest slope would synchronise with an accelerator.
         a = self.alpha
         if isinstance(a, Tensor):
-            readable = a.device.type == "cpu" and not torch.compiler.is_compiling()
+            readable = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+            readable = readable and a.device.type == "cpu"
             a = a.detach().min().item() if readable else SLOPE_MIN
         return steps + math.ceil(max(0.0, math.log10(slope / a)))
 

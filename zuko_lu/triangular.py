@@ -8,8 +8,9 @@ of the two products of its backward :math:`D^3 (k + 1)(2k + 1) / 6k^2` (about
 :math:`D^3 / 3`). Each panel is one BLAS call on a strided view, and the backward passes
 are written by hand. :func:`lu_product` and :func:`lu_apply` take these paths for a
 single matrix on the CPU wide enough for two panels, and fall back to the plain products
-otherwise: on a GPU, where products this size are bound by kernel launches rather than
-arithmetic, one dense product is the simpler bet (not measured: no GPU was at hand).
+otherwise (on accelerators, under :mod:`torch.func` transformations and while
+:func:`torch.jit.trace` records). The panel widths and their measurements are in
+``docs/maths.rst``.
 
 This module depends on :mod:`torch` alone.
 """
@@ -26,17 +27,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-# Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros.
-# Measured on a 2-core CPU (fwd + bwd, D = 256 to 784, batch 64 to 1024): 96-192 for
-# forming W, 128-256 for applying the factors.
+from .compat import functorch_active
+
+# Panel widths: wide enough for BLAS to run near its peak, narrow enough to skip zeros
+# (measured: docs/maths.rst, "Measured constants").
 PANEL_PRODUCT = 128
 PANEL_APPLY = 192
 
 
 def panels(D: int, width: int) -> list[tuple[int, int]]:
     r"""Returns the :math:`[s, e)` bounds of about-equal panels about `width` wide (one
-    panel when :math:`D` is small: the plain product)."""
+    panel, the plain product, when :math:`D` is small or a size that
+    :func:`torch.jit.trace` records as a tensor)."""
 
+    if isinstance(D, Tensor):
+        return [(0, D)]
     k = max(1, round(D / width))
     bounds = [round(i * D / k) for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
@@ -156,11 +161,12 @@ class LUApply(torch.autograd.Function):
 
 
 def use_panels(LU: Tensor) -> bool:
-    r"""Returns whether the panel products apply: on the CPU, and outside
+    r"""Returns whether the panel products apply: on the CPU, outside
     :mod:`torch.func` transforms (``vmap``, ``jacrev``, ...), which cannot batch the
-    writes into views."""
+    writes into views, and outside :func:`torch.jit.trace`, which records neither the
+    Python loop over panels nor the hand-written backward."""
 
-    return LU.device.type == "cpu" and torch._C._functorch.peek_interpreter_stack() is None
+    return LU.device.type == "cpu" and not torch.jit.is_tracing() and not functorch_active()
 
 
 _CONSTANTS: dict[tuple, tuple[Tensor, Tensor]] = {}
