@@ -189,7 +189,7 @@ class ActNorm(LazyTransform):
         >>> t = ActNorm((1, 2, 2))
         >>> y = t()(5 + 3 * torch.randn(100, 4))
         >>> round(abs(y.mean().item()), 4), round(y.std().item(), 2)
-        (-0.0, 1.0)
+        (0.0, 1.0)
     """
 
     def __init__(self, shape: Sequence[int]) -> None:
