@@ -26,6 +26,7 @@ __all__ = [
     "ActNormParameters",
     "ActNormTransform",
     "AffineCouplingTransform",
+    "ChainTransform",
     "ChannelPermuteTransform",
     "ConvNet",
     "LUConv1x1Transform",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 import math
+import weakref
 
 from collections.abc import Callable, Sequence
 
@@ -43,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torch import LongTensor, Size, Tensor
-from torch.distributions import Transform, constraints
+from torch.distributions import ComposeTransform, Transform, constraints
 
 from .transforms import LUTransform
 
@@ -89,11 +91,21 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
 
 
 def call_and_ladj(t: Transform, x: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Returns :math:`y = t(x)` and :math:`\log |\det J_t(x)|`, with the transformation's
-    own ``call_and_ladj`` when it has one (zuko's, or those of this module)."""
+    r"""Returns :math:`y = t(x)` and :math:`\log |\det J_t(x)|` in one pass: with the
+    transformation's own ``call_and_ladj`` when it has one (zuko's, or those of this
+    module), part by part for a :class:`torch.distributions.ComposeTransform` whose parts
+    share one event dimension (Pyro's compositions), or with two calls."""
 
     if hasattr(t, "call_and_ladj"):
         return t.call_and_ladj(x)
+    if isinstance(t, ComposeTransform) and all(
+        p.domain.event_dim == p.codomain.event_dim == t.domain.event_dim for p in t.parts
+    ):
+        ladj = 0
+        for p in t.parts:
+            x, term = call_and_ladj(p, x)
+            ladj = ladj + term
+        return x, ladj
     y = t(x)
     return y, t.log_abs_det_jacobian(x, y)
 
@@ -128,11 +140,30 @@ class ImageTransform(Transform):
     def _out(self, y: Tensor) -> Tensor:
         return y if self.shape is None else y.flatten(-3)
 
-    def _batch(self, y: Tensor) -> Size:
-        return y.shape[:-3]
+    def _zeros(self, y: Tensor) -> Tensor:
+        # log|det J| of a volume-preserving map: zeros of the batch shape
+        return y.new_zeros(y.shape[:-1] if self.shape is not None else y.shape[:-3])
+
+    def _call(self, x: Tensor) -> Tensor:
+        # The forward computes log|det J| too: it is kept (with weak references to x and
+        # y) for a log_abs_det_jacobian(x, y) that follows, as Pyro's distributions call it.
+        y, ladj = self.call_and_ladj(x)
+        self._memo = weakref.ref(x), weakref.ref(y), ladj
+        return y
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0]() is x and memo[1]() is y:
+            return memo[2]
         return self.call_and_ladj(x)[1]
+
+    def __getstate__(self) -> dict:  # copies and pickles leave the memo out
+        state = super().__getstate__()
+        state.pop("_memo", None)
+        return state
 
 
 class LUConv1x1Transform(ImageTransform):
@@ -202,9 +233,6 @@ class LUConv1x1Transform(ImageTransform):
                 f"shape: expected {self.lu.features} channels (the LU factors'), got {self.shape}"
             )
 
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
     def _inverse(self, y: Tensor) -> Tensor:
         h = self._image(y, "y").movedim(-3, -1)
         return self._out(self.lu.inv(h).movedim(-1, -3))
@@ -249,8 +277,10 @@ class ChannelPermuteTransform(ImageTransform):
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y = self._call(x)
-        batch = y.shape[:-1] if self.shape is not None else y.shape[:-3]
-        return y, y.new_zeros(batch)
+        return y, self._zeros(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._zeros(y)
 
 
 class SqueezeTransform(ImageTransform):
@@ -323,8 +353,10 @@ class SqueezeTransform(ImageTransform):
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y = self._call(x)
-        batch = y.shape[:-1] if self.shape is not None else y.shape[:-3]
-        return y, y.new_zeros(batch)
+        return y, self._zeros(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._zeros(y)
 
     def forward_shape(self, shape: Size) -> Size:
         if self.shape is not None:
@@ -381,9 +413,6 @@ class ActNormTransform(ImageTransform):
         self.shift = shift
         self.log_scale = log_scale
         self.init = init
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
 
     def _inverse(self, y: Tensor) -> Tensor:
         y = self._image(y, "y")
@@ -457,9 +486,6 @@ class AffineCouplingTransform(ImageTransform):
         h = self.conditioner(xa)
         t, r = h.chunk(2, dim=-3)
         return t, r + 2.0
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
 
     def _inverse(self, y: Tensor) -> Tensor:
         ya, yb, _ = self._halves(self._image(y, "y"))
@@ -545,9 +571,6 @@ class MultiScaleTransform(ImageTransform):
     def _prior(self, x1: Tensor) -> tuple[Tensor, Tensor]:
         return self.prior(x1).chunk(2, dim=-3)
 
-    def _call(self, x: Tensor) -> Tensor:
-        return self.call_and_ladj(x)[0]
-
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self._image(x)
         x1, x2 = x[..., : self.keep, :, :], x[..., self.keep :, :, :]
@@ -586,6 +609,53 @@ class MultiScaleTransform(ImageTransform):
         batch = torch.broadcast_shapes(x1.shape[:-3], x2.shape[:-3])
         x = torch.cat((x1.expand(*batch, -1, -1, -1), x2.expand(*batch, -1, -1, -1)), dim=-3)
         return x.flatten(-3)
+
+
+class ChainTransform(ImageTransform):
+    r"""Creates a composition :math:`f = f_n \circ \dots \circ f_1` of transformations
+    that share one event dimension (flat vectors, or images of one shape).
+
+    .. math:: \log |\det J_f(x)| = \sum_i \log |\det J_{f_i}(x_{i - 1})|
+
+    Unlike :class:`torch.distributions.ComposeTransform`, it computes each part's
+    :math:`\log |\det J|` in the same pass as its output (and keeps the sum for a
+    following :meth:`log_abs_det_jacobian`), as :class:`zuko.transforms.ComposedTransform`
+    does.
+
+    Arguments:
+        transforms: The transformations :math:`f_1, \dots, f_n`.
+
+    Example:
+        >>> t = ChainTransform([SqueezeTransform((1, 4, 4)), SqueezeTransform((4, 2, 2))])
+        >>> t(torch.arange(16.0))[:4]
+        tensor([ 0.,  2.,  8., 10.])
+    """
+
+    def __init__(self, transforms: Sequence[Transform], **kwargs) -> None:
+        super().__init__(None, **kwargs)
+        transforms = list(transforms)
+        if not transforms:
+            raise ValueError("transforms: expected at least one transformation")
+        dim = transforms[0].domain.event_dim
+        if any(t.domain.event_dim != dim or t.codomain.event_dim != dim for t in transforms):
+            raise ValueError("transforms: expected parts of one event dimension")
+        self.transforms = transforms
+        self.domain = self.codomain = constraints.independent(constraints.real, dim)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.transforms})"
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        ladj = 0
+        for t in self.transforms:
+            x, term = call_and_ladj(t, x)
+            ladj = ladj + term
+        return x, ladj
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        for t in reversed(self.transforms):
+            y = t.inv(y)
+        return y
 
 
 class ConvNet(nn.Module):
