@@ -382,3 +382,136 @@ def test_class_conditional_samples_depend_on_the_class() -> None:
         own = flow(F.one_hot(y[:200], 2).float()).log_prob(data)
         other = flow(F.one_hot(1 - y[:200], 2).float()).log_prob(data)
         assert (own > other).float().mean() > 0.9
+
+
+# The Pyro face
+
+
+def pyro_parts(device: torch.device, dtype: torch.dtype) -> dict:
+    from zuko_lu import pyro_images as P
+
+    c = torch.randn(4, 3, device=device, dtype=dtype)
+    inner = P.ImageChain([P.squeeze((1, 4, 4)), P.actnorm(4, shape=(4, 2, 2))])
+    modules = {
+        "lu": P.lu_conv1x1(2, shape=SHAPE),
+        "actnorm": P.actnorm(2, shape=SHAPE),
+        "coupling": P.conv_affine_coupling(2, 4, shape=SHAPE),
+        "split": P.MultiScaleSplit(SHAPE, inner),
+        "glow": P.glow((1, 4, 4), steps=1, hidden_channels=4, mixing="permute"),
+        "conditional-lu": P.conditional_lu_conv1x1(2, 3, [8], shape=SHAPE),
+        "conditional-coupling": P.conditional_conv_affine_coupling(2, 3, 4, shape=SHAPE),
+        "conditional-split": P.ConditionalMultiScaleSplit(SHAPE, 3, inner),
+        "conditional-glow": P.conditional_glow((1, 4, 4), 3, steps=1, hidden_channels=4),
+    }
+    module = modules  # perturbed, on the device, in eval mode (no ActNorm initialisation)
+    out = {}
+    for name, m in module.items():
+        m = on(perturb(m), device, dtype).eval()
+        out[name] = m.condition(c) if name.startswith("conditional") else m
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lu",
+        "actnorm",
+        "coupling",
+        "split",
+        "glow",
+        "conditional-lu",
+        "conditional-coupling",
+        "conditional-split",
+        "conditional-glow",
+    ],
+)
+def test_pyro_module(device: torch.device, dtype: torch.dtype, name: str) -> None:
+    t = pyro_parts(device, dtype)[name]
+    n = 16 if "glow" in name else D
+    check_transform(t, torch.randn(4, n, device=device, dtype=dtype))
+
+
+def test_pyro_images_on_images() -> None:
+    from zuko_lu import pyro_images as P
+
+    x, c = torch.randn(2, 5, 2, 4, 4), torch.randn(5, 3)
+    for t in (
+        perturb(P.lu_conv1x1(2)),
+        P.conditional_lu_conv1x1(2, 3, [8]).condition(c),
+        perturb(P.conditional_conv_affine_coupling(2, 3, 4)).condition(c),
+        P.squeeze(),
+    ):
+        y = t(x)
+        assert torch.allclose(t.inv(y), x, atol=1e-5)
+        assert t.log_abs_det_jacobian(x, y).shape == (2, 5)
+
+
+def test_pyro_glow_is_the_zuko_glow() -> None:
+    # Same layout, same parameters in the same order: the same density.
+    import pyro.distributions as dist
+
+    from zuko_lu.pyro_images import glow
+
+    flow = perturb(Glow((1, 4, 4), levels=2, steps=2, hidden_channels=4)).double().eval()
+    module = glow((1, 4, 4), levels=2, steps=2, hidden_channels=4).double().eval()
+    source, target = flow.transform.state_dict(), module.state_dict()
+    assert [v.shape for v in source.values()] == [v.shape for v in target.values()]
+    module.load_state_dict(dict(zip(target, source.values(), strict=True)))
+
+    base = dist.Normal(torch.zeros(16, dtype=torch.float64), 1.0).to_event(1)
+    d = dist.TransformedDistribution(base, [module.inv])
+    x = torch.randn(8, 16, dtype=torch.float64)
+    assert torch.allclose(d.log_prob(x), flow().log_prob(x))
+    z = torch.randn(8, 16, dtype=torch.float64)
+    assert torch.allclose(module.inv(z), flow().transform.inv(z))
+
+
+def test_pyro_log_prob_runs_each_network_once() -> None:
+    import pyro.distributions as dist
+
+    from zuko_lu.pyro_images import conditional_glow, glow
+
+    module = glow((1, 4, 4), steps=2, hidden_channels=4)
+    nets = [m for m in module.modules() if isinstance(m, ConvNet)]
+    calls = []
+    for net in nets:
+        net.register_forward_hook(lambda *args: calls.append(1))
+    base = dist.Normal(torch.zeros(16), 1.0).to_event(1)
+    dist.TransformedDistribution(base, [module.inv]).log_prob(torch.randn(8, 16))
+    assert len(calls) == len(nets)  # the couplings' and the split prior's
+
+    module = conditional_glow((1, 4, 4), 3, steps=2, hidden_channels=4)
+    nets = [m for m in module.modules() if isinstance(m, ConvNet)]
+    calls.clear()
+    for net in nets:
+        net.register_forward_hook(lambda *args: calls.append(1))
+    d = dist.ConditionalTransformedDistribution(base, [module.inv])
+    assert d.condition(torch.randn(8, 3)).log_prob(torch.randn(2, 8, 16)).shape == (2, 8)
+    assert len(calls) == len(nets)
+
+
+def test_pyro_save_and_load() -> None:
+    from zuko_lu.pyro_images import conditional_glow
+
+    module = perturb(conditional_glow((1, 4, 4), 3, steps=1, hidden_channels=4, mixing="permute"))
+    x, c = torch.randn(8, 16), torch.randn(8, 3)
+    module.condition(c)(x)  # the ActNorms initialise on this batch
+    expected = module.condition(c)(x)
+    torch.manual_seed(1)
+    fresh = roundtrip_state(
+        module, conditional_glow((1, 4, 4), 3, steps=1, hidden_channels=4, mixing="permute")
+    )
+    assert torch.allclose(fresh.condition(c)(x), expected)
+
+
+def test_pyro_face_imports_neither_zuko_nor_the_pyro_face() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zuko_lu.pyro_images, torch;"
+        "assert 'zuko' not in sys.modules and 'zuko_lu.pyro' not in sys.modules;"
+        "assert torch.distributions.Distribution._validate_args is not False"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
