@@ -40,6 +40,7 @@ from .image_core import (
     ChannelPermuteTransform,
     ConvNet,
     LUConv1x1Transform,
+    LUParameters,
     MultiScaleTransform,
     Shape,
     SqueezeTransform,
@@ -47,8 +48,9 @@ from .image_core import (
     check_int,
     check_shape,
 )
-from .parameters import LUParameters
 
+#: The channel mixings of :class:`Glow`: learned LU 1x1 convolutions, a fixed random
+#: permutation, or the reversal of the channels.
 MIXINGS = ("lu", "permute", "reverse")
 
 
@@ -131,11 +133,11 @@ class LUConv1x1(LazyTransform):
 
     def forward(self, c: Tensor | None = None) -> LUConv1x1Transform:
         if self.hyper is None:
-            return LUConv1x1Transform(self.params(), shape=self.shape)
+            return LUConv1x1Transform.from_parameters(self.params, shape=self.shape)
 
         check_context(self.context, c)
-        shift = self.hyper(c)[..., None, None, :]  # broadcast over the pixels
-        return LUConv1x1Transform(self.params(shift, mode=self.conditioning), shape=self.shape)
+        shift, mode = self.hyper(c), self.conditioning
+        return LUConv1x1Transform.from_parameters(self.params, shift, mode, self.shape)
 
 
 class ChannelPermutation(LazyTransform):

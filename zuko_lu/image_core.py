@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import LongTensor, Size, Tensor
 from torch.distributions import ComposeTransform, Transform, constraints
 
+from .parameters import LUParameters
 from .transforms import LUTransform
 
 Shape = tuple[int, int, int]
@@ -232,6 +233,32 @@ class LUConv1x1Transform(ImageTransform):
             raise ValueError(
                 f"shape: expected {self.lu.features} channels (the LU factors'), got {self.shape}"
             )
+
+    @classmethod
+    def from_parameters(
+        cls,
+        params: LUParameters,
+        shift: Tensor | None = None,
+        mode: str = "diag",
+        shape: Sequence[int] | None = None,
+    ) -> LUConv1x1Transform:
+        r"""Returns the convolution of learnable parameters, shifted by a context.
+
+        Without a shift, in eval mode and without gradients, the parameters' cached
+        transformation (with :math:`W^{-1}`) is reused: the inverse is one product.
+
+        Arguments:
+            params: The parameters of the channels' LU map.
+            shift: Shifts of the parameters given by a context, with shape :math:`(*, K)`
+                (see :meth:`LUParameters.forward <zuko_lu.parameters.LUParameters.forward>`);
+                they are broadcast over the pixels.
+            mode: The conditioning mode of `shift`, ``"diag"`` or ``"full"``.
+            shape: The image shape :math:`(C, H, W)` of flat vectors, or :py:`None` for images.
+        """
+
+        if shift is None:
+            return cls(params(), shape=shape)
+        return cls(params(shift[..., None, None, :], mode=mode), shape=shape)
 
     def _inverse(self, y: Tensor) -> Tensor:
         h = self._image(y, "y").movedim(-3, -1)

@@ -60,13 +60,13 @@ from .image_core import (
     ConvNet,
     ImageTransform,
     LUConv1x1Transform,
+    LUParameters,
     MultiScaleTransform,
     SqueezeTransform,
     check_choice,
     check_int,
     check_shape,
 )
-from .parameters import LUParameters
 
 MIXINGS = ("lu", "permute", "reverse")
 
@@ -152,7 +152,7 @@ class LUConv1x1(_Module):
     def transform(self) -> LUConv1x1Transform:
         r"""Returns the convolution as a :mod:`zuko_lu.image_core` transformation."""
 
-        return LUConv1x1Transform(self.params(), shape=self.shape)
+        return LUConv1x1Transform.from_parameters(self.params, shape=self.shape)
 
 
 class _Permutation(_Module):
@@ -226,8 +226,8 @@ class ConditionalLUConv1x1(ConditionalTransformModule):
         r"""Returns the convolution for a context of shape :math:`(*, K)`."""
 
         _check_context(self.context_dim, context)
-        shift = self.hyper(context)[..., None, None, :]  # broadcast over the pixels
-        return LUConv1x1Transform(self.params(shift, mode=self.conditioning), shape=self.shape)
+        shift, mode = self.hyper(context), self.conditioning
+        return LUConv1x1Transform.from_parameters(self.params, shift, mode, self.shape)
 
 
 class ActNorm(_Module):
