@@ -281,7 +281,8 @@ def test_gradients_reach_every_parameter() -> None:
 
 def test_mixing_variants() -> None:
     kinds = {m: tiny_glow(mixing=m) for m in ("lu", "permute", "reverse")}
-    assert any(isinstance(m, LUConv1x1) for m in kinds["lu"].modules())
+    lus = [m for m in kinds["lu"].modules() if isinstance(m, LUConv1x1)]
+    assert lus and all(abs(m.params.condition_number() - 1) < 1e-6 for m in lus)
     for mixing in ("permute", "reverse"):
         modules = list(kinds[mixing].modules())
         assert not any(isinstance(m, LUConv1x1) for m in modules)
@@ -503,6 +504,19 @@ def test_pyro_save_and_load() -> None:
         module, conditional_glow((1, 4, 4), 3, steps=1, hidden_channels=4, mixing="permute")
     )
     assert torch.allclose(fresh.condition(c)(x), expected)
+
+
+def test_pyro_modules_copy_after_a_forward() -> None:
+    import copy
+
+    from zuko_lu.pyro_images import glow
+
+    module = glow((1, 4, 4), steps=1, hidden_channels=4)
+    x = torch.randn(8, 16)
+    y = module(x)  # keeps a memo of log|det J| (with its graph), which copies leave out
+    twin = copy.deepcopy(module)
+    assert torch.allclose(twin(x), y)
+    assert torch.allclose(module.log_abs_det_jacobian(x, y), twin.log_abs_det_jacobian(x, y))
 
 
 def test_pyro_face_imports_neither_zuko_nor_the_pyro_face() -> None:
