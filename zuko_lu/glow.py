@@ -16,7 +16,6 @@ __all__ = [
     "ConvCoupling",
     "Glow",
     "LUConv1x1",
-    "MIXINGS",
     "MultiScaleSplit",
     "Squeeze",
 ]
@@ -34,6 +33,7 @@ from zuko.lazy import Flow, LazyComposedTransform, LazyTransform, UnconditionalD
 from zuko.nn import MLP
 
 from .image_core import (
+    MIXINGS,
     ActNormParameters,
     ActNormTransform,
     AffineCouplingTransform,
@@ -48,10 +48,6 @@ from .image_core import (
     check_int,
     check_shape,
 )
-
-#: The channel mixings of :class:`Glow`: learned LU 1x1 convolutions, a fixed random
-#: permutation, or the reversal of the channels.
-MIXINGS = ("lu", "permute", "reverse")
 
 
 def check_context(context: int, c: Tensor | None) -> None:

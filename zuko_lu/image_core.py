@@ -30,6 +30,7 @@ __all__ = [
     "ChannelPermuteTransform",
     "ConvNet",
     "LUConv1x1Transform",
+    "MIXINGS",
     "MultiScaleTransform",
     "SqueezeTransform",
     "check_shape",
@@ -51,6 +52,11 @@ from .parameters import LUParameters
 from .transforms import LUTransform
 
 Shape = tuple[int, int, int]
+
+#: The channel mixings of the Glow flows (:class:`zuko_lu.glow.Glow`,
+#: :func:`zuko_lu.pyro_images.glow`): learned LU 1x1 convolutions, a fixed random
+#: permutation, or the reversal of the channels.
+MIXINGS = ("lu", "permute", "reverse")
 
 
 def check_shape(shape: Sequence[int], name: str = "shape") -> Shape:

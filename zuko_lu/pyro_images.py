@@ -53,6 +53,7 @@ from torch import Tensor
 from torch.distributions import Transform, constraints
 
 from .image_core import (
+    MIXINGS,
     ActNormParameters,
     AffineCouplingTransform,
     ChainTransform,
@@ -67,8 +68,6 @@ from .image_core import (
     check_int,
     check_shape,
 )
-
-MIXINGS = ("lu", "permute", "reverse")
 
 
 def _channels(channels: int, shape: Sequence[int] | None) -> int:
