@@ -389,6 +389,8 @@ def test_class_conditional_samples_depend_on_the_class() -> None:
 
 
 def pyro_parts(device: torch.device, dtype: torch.dtype) -> dict:
+    from pyro.distributions.torch_transform import ComposeTransformModule
+
     from zuko_lu import pyro_images as P
 
     c = torch.randn(4, 3, device=device, dtype=dtype)
@@ -398,6 +400,12 @@ def pyro_parts(device: torch.device, dtype: torch.dtype) -> dict:
         "actnorm": P.actnorm(2, shape=SHAPE),
         "coupling": P.conv_affine_coupling(2, 4, shape=SHAPE),
         "split": P.MultiScaleSplit(SHAPE, inner),
+        "split-compose": P.MultiScaleSplit(
+            SHAPE,
+            ComposeTransformModule(
+                [P.actnorm(1, shape=(1, 4, 4)), P.lu_conv1x1(1, shape=(1, 4, 4))]
+            ),
+        ),
         "glow": P.glow((1, 4, 4), steps=1, hidden_channels=4, mixing="permute"),
         "conditional-lu": P.conditional_lu_conv1x1(2, 3, [8], shape=SHAPE),
         "conditional-coupling": P.conditional_conv_affine_coupling(2, 3, 4, shape=SHAPE),
@@ -420,6 +428,7 @@ def pyro_parts(device: torch.device, dtype: torch.dtype) -> dict:
         "actnorm",
         "coupling",
         "split",
+        "split-compose",
         "glow",
         "conditional-lu",
         "conditional-coupling",

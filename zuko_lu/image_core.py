@@ -98,13 +98,11 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
 
 
 def call_and_ladj(t: Transform, x: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Returns :math:`y = t(x)` and :math:`\log |\det J_t(x)|` in one pass: with the
-    transformation's own ``call_and_ladj`` when it has one (zuko's, or those of this
-    module), part by part for a :class:`torch.distributions.ComposeTransform` whose parts
-    share one event dimension (Pyro's compositions), or with two calls."""
+    r"""Returns :math:`y = t(x)` and :math:`\log |\det J_t(x)|` in one pass: part by part
+    for a :class:`torch.distributions.ComposeTransform` whose parts share one event
+    dimension (Pyro's compositions), with the transformation's own ``call_and_ladj`` when
+    it has one (zuko's, or those of this module), or with two calls."""
 
-    if hasattr(t, "call_and_ladj"):
-        return t.call_and_ladj(x)
     if isinstance(t, ComposeTransform) and all(
         p.domain.event_dim == p.codomain.event_dim == t.domain.event_dim for p in t.parts
     ):
@@ -113,6 +111,8 @@ def call_and_ladj(t: Transform, x: Tensor) -> tuple[Tensor, Tensor]:
             x, term = call_and_ladj(p, x)
             ladj = ladj + term
         return x, ladj
+    if hasattr(t, "call_and_ladj"):
+        return t.call_and_ladj(x)
     y = t(x)
     return y, t.log_abs_det_jacobian(x, y)
 
