@@ -174,7 +174,7 @@ def test_graph_is_read():
     convert = {(t, kind) for t, _, kind in GRAPH["zuko_lu.convert"]}
     assert ("zuko_lu.flows", "function") in convert and ("zuko_lu.pyro", "module") in convert
     lazy = {t for t, _, kind in GRAPH["zuko_lu"] if kind == "lazy"}
-    assert lazy == {"zuko_lu.flows", "zuko_lu.hybrids"}
+    assert lazy == {"zuko_lu.flows", "zuko_lu.hybrids", "zuko_lu.glow"}
 
 
 def test_rules():

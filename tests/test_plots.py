@@ -28,7 +28,7 @@ def standard_log_prob(x: torch.Tensor) -> torch.Tensor:
     return torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
 
 
-def suptitle(fig) -> str:  # noqa: ANN001
+def suptitle(fig) -> str:
     return fig._suptitle.get_text() if fig._suptitle is not None else ""
 
 

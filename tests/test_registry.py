@@ -86,13 +86,17 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_installed_entry_points():
     # zuko-lu declares only what it defines
     assert OURS["zuko.transforms"] == ["leaky_softplus", "lu"]
-    assert OURS["zuko.flows"] == ["lumaf", "lunet", "lunsf", "lurealnvp"]
+    assert OURS["zuko.flows"] == ["glow", "lumaf", "lunet", "lunsf", "lurealnvp"]
     assert set(OURS["pyro.transforms"]) == {
         "lu_linear",
         "conditional_lu_linear",
         "leaky_softplus",
         "lu_net",
         "conditional_lu_net",
+        "lu_conv1x1",
+        "conditional_lu_conv1x1",
+        "glow",
+        "conditional_glow",
     }
     for group in registry.GROUPS:
         for ep in metadata.entry_points(group=group):
@@ -104,7 +108,7 @@ def test_installed_entry_points():
 
 
 ZUKO_FLOWS = ["maf", "nsf", "ncsf", "nice", "realnvp", "naf", "unaf", "sospf", "bpf", "gf", "cnf"]
-ZUKO_TRANSFORMS = ["maf", "nsf", "coupling", "naf", "softclip"]
+ZUKO_TRANSFORMS = ["maf", "nsf", "coupling", "naf", "softclip", "elementwise", "ffj"]
 
 
 def test_builtins_and_sources():
@@ -133,10 +137,14 @@ def test_load_transforms(name: str):
 
 @pytest.mark.parametrize("name", registry.names("zuko.flows"))
 def test_load_flows(name: str):
-    flow = registry.load("zuko.flows", name)(3, context=2)
+    # glow takes a square number of features, one 1 x 4 x 4 image here
+    features, kwargs = (
+        (16, {"levels": 1, "steps": 1, "hidden_channels": 4}) if name == "glow" else (3, {})
+    )
+    flow = registry.load("zuko.flows", name)(features, context=2, **kwargs)
     c = torch.randn(2)
     if name != "cnf":  # an ODE per call: build only
-        assert flow(c).log_prob(torch.randn(4, 3)).shape == (4,)
+        assert flow(c).log_prob(torch.randn(4, features)).shape == (4,)
 
 
 def test_nsf_bound():

@@ -26,6 +26,7 @@ _LAZY = {
     "LURealNVP": "hybrids",
     "interleave": "hybrids",
     "compose": "hybrids",
+    "Glow": "glow",
 }
 
 __all__ = sorted(_LAZY)

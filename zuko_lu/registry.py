@@ -72,6 +72,8 @@ BUILTINS = {
         "coupling": "zuko_lu.hybrids:coupling",
         "naf": "zuko_lu.hybrids:naf",
         "softclip": "zuko_lu.hybrids:softclip",
+        "elementwise": "zuko.flows.gaussianization:ElementWiseTransform",
+        "ffj": "zuko.flows.continuous:FFJTransform",
     },
 }
 

@@ -102,7 +102,7 @@ def save(payload: dict[str, Any], path: str | os.PathLike) -> None:
     write_atomic(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
-def _finite(value: Any) -> Any:  # noqa: ANN401
+def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -112,7 +112,7 @@ def _finite(value: Any) -> Any:  # noqa: ANN401
     return value
 
 
-def write_json(path: str | os.PathLike, value: Any) -> None:  # noqa: ANN401
+def write_json(path: str | os.PathLike, value: Any) -> None:
     r"""Writes standard JSON atomically: non-finite numbers become :py:`null`, other
     objects their :py:`str`."""
 

@@ -36,8 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(
     kind: type, low: float, *, strict: bool = True, high: float = math.inf, what: str = ""
-) -> Any:  # noqa: ANN401
-    def parse(text: str) -> Any:  # noqa: ANN401
+) -> Any:
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -179,7 +179,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _train_parser(sub: Any) -> None:  # noqa: ANN401
+def _train_parser(sub: Any) -> None:
     r"""The options of ``zuko-lu train``."""
 
     p = sub.add_parser(
@@ -203,7 +203,7 @@ def _train_parser(sub: Any) -> None:  # noqa: ANN401
     p.set_defaults(run=commands.train)
 
 
-def _evaluate_parser(sub: Any) -> None:  # noqa: ANN401
+def _evaluate_parser(sub: Any) -> None:
     r"""The options of ``zuko-lu evaluate``."""
 
     p = sub.add_parser("evaluate", help="test NLL or bits/dim of a checkpoint")
@@ -222,7 +222,7 @@ def _evaluate_parser(sub: Any) -> None:  # noqa: ANN401
     p.set_defaults(run=commands.evaluate)
 
 
-def _sample_parser(sub: Any) -> None:  # noqa: ANN401
+def _sample_parser(sub: Any) -> None:
     r"""The options of ``zuko-lu sample``."""
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint, to .npy and .png")
@@ -252,7 +252,7 @@ def _sample_parser(sub: Any) -> None:  # noqa: ANN401
     p.set_defaults(run=commands.sample)
 
 
-def _compare_parser(sub: Any) -> None:  # noqa: ANN401
+def _compare_parser(sub: Any) -> None:
     r"""The options of ``zuko-lu compare``."""
 
     p = sub.add_parser(

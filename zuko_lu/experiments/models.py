@@ -82,7 +82,7 @@ def build(name: str, features: int, **kwargs) -> nn.Module:
         raise ValueError(f"model '{name}' cannot be built with {options}: {e}") from e
 
 
-def accepts(name: str, option: str, value: Any) -> bool:  # noqa: ANN401
+def accepts(name: str, option: str, value: Any) -> bool:
     r"""Returns whether a model's builder takes an option with a value, by building a
     small one (2 features) with it."""
 

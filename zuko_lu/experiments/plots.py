@@ -49,7 +49,7 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _figure(width: float, height: float, caption: str = ""):  # noqa: ANN202
+def _figure(width: float, height: float, caption: str = ""):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -58,7 +58,7 @@ def _figure(width: float, height: float, caption: str = ""):  # noqa: ANN202
     return fig
 
 
-def _save(fig, path: str | Path) -> str:  # noqa: ANN001
+def _save(fig, path: str | Path) -> str:
     fig.savefig(path)
     return str(path)
 
@@ -82,7 +82,7 @@ def tile(images: Tensor, cols: int | None = None, pad: int = 1) -> Tensor:
     return grid
 
 
-def _show(ax, images: Tensor, levels: int, title: str) -> None:  # noqa: ANN001
+def _show(ax, images: Tensor, levels: int, title: str) -> None:
     ax.imshow(tile(images).numpy(), cmap="gray", vmin=0, vmax=levels - 1, interpolation="nearest")
     bad = int((~torch.isfinite(images.flatten(1))).any(-1).sum())
     ax.set_title(title + (f" ({bad} non-finite)" if bad else ""), fontsize=9)
@@ -91,7 +91,7 @@ def _show(ax, images: Tensor, levels: int, title: str) -> None:  # noqa: ANN001
 
 def images_figure(
     panels: Sequence[tuple[str, Tensor]], levels: int, cols: int = 4, *, caption: str = ""
-):  # noqa: ANN201
+):
     r"""Returns a figure of image grids side by side, one per (title, images) pair with
     images :math:`(N, H, W)` in :math:`[0, L - 1]`, at most `cols` per row."""
 
@@ -169,7 +169,7 @@ def _sets(panels: Sequence[tuple[str, Tensor]], k: int) -> tuple[list, list[tupl
     return sets, _limits(sets[0][1][:, :k], [x[:, :k] for _, x, _ in sets[1:]])
 
 
-def _pair(ax, sets: list, limits: list[tuple], i: int, j: int) -> None:  # noqa: ANN001
+def _pair(ax, sets: list, limits: list[tuple], i: int, j: int) -> None:
     r"""Draws column j against column i of every set (histograms when i = j) on the
     shared limits, the data on top; labels say how many points lie beyond the axes."""
 
@@ -188,7 +188,7 @@ def _pair(ax, sets: list, limits: list[tuple], i: int, j: int) -> None:  # noqa:
     ax.tick_params(labelsize=7)
 
 
-def scatter_figure(panels: Sequence[tuple[str, Tensor]], *, caption: str = ""):  # noqa: ANN201
+def scatter_figure(panels: Sequence[tuple[str, Tensor]], *, caption: str = ""):
     r"""Returns a pair grid of point sets :math:`(N, D)` drawn over one another, one
     colour per (title, points) pair: histograms on the diagonal, every pair of columns
     below it, for the first four columns. The axes hold the first set (the data) and the
@@ -230,7 +230,7 @@ def density_figure(
     *,
     caption: str = "",
     spread: bool = False,
-):  # noqa: ANN201
+):
     r"""Returns a figure of learned densities, one panel per log-density function (and
     its samples), for 1-D or 2-D data.
 
@@ -283,7 +283,7 @@ def density_figure(
     return fig
 
 
-def _histogram(ax, x: Tensor, total: int, lim: tuple, bins: int, **style) -> None:  # noqa: ANN001
+def _histogram(ax, x: Tensor, total: int, lim: tuple, bins: int, **style) -> None:
     r"""A histogram of :math:`x` in density units over all `total` points: the part
     beyond the axes is missing from its area, not spread over the rest."""
 
@@ -292,7 +292,7 @@ def _histogram(ax, x: Tensor, total: int, lim: tuple, bins: int, **style) -> Non
     ax.hist(x.numpy(), bins=bins, range=lim, weights=weights, **style)
 
 
-def _density_1d(ax, fn, data: Tensor, s: Tensor, total: int, grid: Tensor, lim: tuple) -> None:  # noqa: ANN001
+def _density_1d(ax, fn, data: Tensor, s: Tensor, total: int, grid: Tensor, lim: tuple) -> None:
     p = fn(grid[:, None]).double().exp().nan_to_num(0.0)
     _histogram(ax, data[:, 0], len(data), lim, 50, color=_DATA, alpha=0.35, label="test data")
     _histogram(ax, s[:, 0], total, lim, 50, histtype="step", color=_SAMPLES, label="samples")
@@ -303,7 +303,7 @@ def _density_1d(ax, fn, data: Tensor, s: Tensor, total: int, grid: Tensor, lim: 
     ax.legend(fontsize=8)
 
 
-def _density_2d(fig, ax, fn, s: Tensor, axes: list[Tensor], limits: list) -> None:  # noqa: ANN001
+def _density_2d(fig, ax, fn, s: Tensor, axes: list[Tensor], limits: list) -> None:
     (x0, x1), (y0, y1) = limits
     n = len(axes[0])
     grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
@@ -339,7 +339,7 @@ def density(
     return _save(fig, path)
 
 
-def loss_figure(history: dict[str, list[float]], unit: str, *, caption: str = ""):  # noqa: ANN201
+def loss_figure(history: dict[str, list[float]], unit: str, *, caption: str = ""):
     r"""Returns a figure of the training and validation losses per epoch (other keys of
     `history` are ignored), with integer epoch ticks.
 
@@ -394,7 +394,7 @@ def loss_curve(
 def run_pictures(
     flow: nn.Module,
     pre: nn.Module,
-    data: Any,  # noqa: ANN401
+    data: Any,
     history: dict[str, list[float]],
     unit: str,
     out: Path,

@@ -35,7 +35,7 @@ class _Standardize(nn.Module):
         self.register_buffer("mean", torch.tensor(0.0, dtype=self.buffer_dtype))
         self.register_buffer("std", torch.tensor(1.0, dtype=self.buffer_dtype))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for name in ("mean", "std"):
             value = state_dict.get(prefix + name)
             if value is not None and value.shape != getattr(self, name).shape:

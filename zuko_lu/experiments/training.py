@@ -181,7 +181,7 @@ class _Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-    def train_epoch(self, bar: Any) -> tuple[float, int]:  # noqa: ANN401
+    def train_epoch(self, bar: Any) -> tuple[float, int]:
         r"""Trains one epoch (or until a stop); returns the mean loss and the steps."""
 
         seed, epoch = self.config.seed, self.state.epoch
@@ -221,7 +221,7 @@ class _Trainer:
         self.optimizer.step()
         return loss.item()
 
-    def _tick(self, bar: Any, mean: float, k: int) -> None:  # noqa: ANN401
+    def _tick(self, bar: Any, mean: float, k: int) -> None:
         if hasattr(bar, "update"):
             bar.update()
             if k % 5 == 0:
