@@ -233,8 +233,15 @@ def test_interrupt(tmp_path: Path, table: Path, capsys: pytest.CaptureFixture) -
         str(out),
         *FAST,
     ]
+    # a shell's background job ignores SIGINT, and its children inherit that: undo it
+    default = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     process = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=default,
     )
     try:
         deadline = time.monotonic() + 120
@@ -504,3 +511,27 @@ def test_compare_divergence(
     rows = strict_json(tmp_path / "compare.json")["rows"]
     assert [r["test"] is None for r in rows] == [False, True]
     assert "| maf | diverged |" in (tmp_path / "compare.md").read_text()
+
+
+def test_pictures_fail_metrics_kept(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    table: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r"""A failure while drawing the pictures (here a full disk) keeps the run's
+    ``metrics.json`` with its test score."""
+
+    import errno
+
+    from zuko_lu.experiments import plots
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(plots, "run_pictures", full)
+    args = [*on_csv(table), *FAST, "--epochs", 1, "--out", tmp_path]
+    code, _, err = run(capsys, "train", *args)
+    assert code == 2 and "No space left" in err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert math.isfinite(metrics["test"]["mean"]) and "pictures" not in metrics

@@ -221,7 +221,8 @@ def test_save_and_load(device: torch.device, dtype: torch.dtype) -> None:
     with torch.no_grad():
         assert torch.allclose(fresh(c).log_prob(x), expected)
         z = torch.randn(8, 16, device=device, dtype=dtype)
-        tol = dict(atol=1e-4) if dtype == torch.float32 else {}
+        # a stale cache is off by O(1); float32 round trips of this random flow by 1e-4
+        tol = dict(atol=1e-3) if dtype == torch.float32 else {}
         assert torch.allclose(fresh(c).transform(fresh(c).transform.inv(z)), z, **tol)
 
 

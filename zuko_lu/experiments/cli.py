@@ -66,6 +66,15 @@ def _bound(text: str) -> float | str:
     return "auto" if text == "auto" else _positive(text)
 
 
+def _option(text: str) -> tuple[str, Any]:
+    from .models import parse_value
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, parse_value(value)
+
+
 def _fraction(text: str) -> float:
     value = _nonnegative(text)
     if not 0 < value < 1:  # a validation set is needed for early stopping
@@ -93,11 +102,18 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _per_model(key: str) -> str:
+    given = [(m, c[key]) for m, c in defaults.MODEL_CONFIG.items() if key in c]
+    return "".join(f"; {m} in train: {v:g}" for m, v in given)
+
+
 def _add_training(p: argparse.ArgumentParser) -> None:
     d = asdict(TrainConfig())
     g = p.add_argument_group("training")
     g.add_argument(
-        "--epochs", type=_positive_int, help=f"at most this many (default: {d['epochs']})"
+        "--epochs",
+        type=_positive_int,
+        help=f"at most this many (default: {d['epochs']}{_per_model('epochs')})",
     )
     g.add_argument(
         "--batch-size",
@@ -132,7 +148,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
         type=_nonnegative,
         metavar="SECONDS",
         help=f"stop training after this long (per model in compare), 0 for no limit "
-        f"(default: {d['time_limit']:g})",
+        f"(default: {d['time_limit']:g}{_per_model('time_limit')})",
     )
     g.add_argument(
         "--seed",
@@ -172,6 +188,14 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         type=_bound,
         help="spline bound of nsf and lunsf, or 'auto' (default): the data's range",
     )
+    g.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other option of the model's builder, repeatable; VALUE is a Python "
+        "literal or a word (e.g. --option mixing=permute --option steps=4 for glow)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -200,6 +224,12 @@ def _train_parser(sub: Any) -> None:
         "learning rate; --epochs is the new total, other training options given override",
     )
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures")
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="a class-conditional model p(x | label), the one-hot label as its context "
+        "(labelled data; models with a context option, e.g. glow, lunsf, maf)",
+    )
     p.set_defaults(run=commands.train)
 
 
@@ -244,6 +274,13 @@ def _sample_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=_count, default=0, help="seed of the latent draws")
     p.add_argument(
+        "--class",
+        dest="class_",
+        type=int,
+        metavar="K",
+        help="the class to draw from a class-conditional checkpoint (needed there)",
+    )
+    p.add_argument(
         "--out",
         metavar="PREFIX",
         help="writes PREFIX.npy and PREFIX.png (default: RUN/samples-T<T>)",
@@ -272,7 +309,8 @@ def _compare_parser(sub: Any) -> None:
         default=list(defaults.COMPARE_MODELS),
         metavar="NAME",
         help=f"models to compare (default: {' '.join(defaults.COMPARE_MODELS)}); also lumaf, "
-        "lunsf, lurealnvp, and any flow registered under the zuko.flows entry points",
+        "lunsf, lurealnvp, glow, and any flow registered under the zuko.flows entry points; "
+        "NAME:KEY=VALUE,... gives a model options (e.g. glow:mixing=permute)",
     )
     p.add_argument(
         "--transforms",

@@ -78,13 +78,19 @@ def _model_options(args: argparse.Namespace, model: str) -> dict[str, Any]:
         value = kwargs[key]
         if value is not None and value != "auto" and not accepts(model, key, value):
             raise ValueError(f"model '{model}' takes no {flag}: drop it")
+    for key, value in args.option or []:
+        if kwargs.get(key) is not None:
+            raise ValueError(f"--option {key}=... repeats {_MODEL_OPTIONS[key]}: give one")
+        kwargs[key] = value
     return kwargs
 
 
 def _resumed(args: argparse.Namespace) -> tuple[dict[str, Any], TrainConfig, Path]:
     from . import checkpoint as ckpt
 
-    kept = (*_DATA_OPTIONS, "model", "transforms", "hidden", "bound")
+    kept = (*_DATA_OPTIONS, "model", "transforms", "hidden", "bound", "option")
+    if args.conditional:
+        raise ValueError("--resume continues the checkpoint's model: drop --conditional")
     given = [_flag(k) for k in kept if getattr(args, k) is not None]
     if given:
         raise ValueError(
@@ -105,9 +111,10 @@ def train(args: argparse.Namespace) -> int:
         resume, config, out = _resumed(args)
         spec, model, kwargs = resume["data"], resume["model"]["name"], {}
     else:
-        resume, config, spec = None, _config(args), _spec(args)
         model = args.model or defaults.MODEL
         kwargs = _model_options(args, model)
+        resume, spec = None, _spec(args)
+        config = _config(args, defaults.MODEL_CONFIG.get(model))
         out = Path(args.out) if args.out else _default_out("", spec, model)
 
     metrics = train_run(
@@ -121,6 +128,7 @@ def train(args: argparse.Namespace) -> int:
         draws=args.draws,
         progress=not args.no_progress,
         pictures=not args.no_pictures,
+        conditional=args.conditional,
     )
     if metrics is not None:
         print(headline(metrics))
@@ -130,24 +138,30 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
     from .distributed import resolve_device
-    from .runs import data_for, describe
+    from .runs import contexts, data_for, describe
     from .runs import evaluate as nll
 
     payload = ckpt.load(args.checkpoint)
     flow, pre = ckpt.restore(payload)
     data = data_for(payload, data_dir=args.data_dir, path=args.path)
     device = resolve_device(args.device)
-    x = {"test": data.test, "val": data.val, "train": data.train}[args.split]
+    split = ("train", "val", "test").index(args.split)
+    x = (data.train, data.val, data.test)[split]
+    c = contexts(data, payload["model"].get("classes", 0))
+    c = None if c is None else c[split].to(device)
     flow, pre = flow.to(device), pre.to(device)
-    mean, std = nll(flow, pre, x.to(device), draws=args.draws, seed=args.seed)
+    mean, std = nll(flow, pre, x.to(device), draws=args.draws, seed=args.seed, context=c)
     metric, _ = describe(data)
+    given = "" if c is None else "given the class label, "
     if metric == "bits/dim":
         print(
-            f"{args.split} bits/dim {mean:.3f} ± {std:.4f} ({args.draws} dequantisation draws,"
-            f" {len(x):,} images) of {payload['path']}"
+            f"{args.split} bits/dim {mean:.3f} ± {std:.4f} ({given}{args.draws} dequantisation"
+            f" draws, {len(x):,} images) of {payload['path']}"
         )
     else:
-        print(f"{args.split} NLL {mean:.3f} nats ({len(x):,} examples) of {payload['path']}")
+        print(
+            f"{args.split} NLL {mean:.3f} nats ({given}{len(x):,} examples) of {payload['path']}"
+        )
     return 0
 
 
@@ -164,9 +178,10 @@ def sample(args: argparse.Namespace) -> int:
     flow, pre = ckpt.restore(payload)
     device = resolve_device(args.device)
     flow, pre = flow.to(device), pre.to(device)
+    c = _class_context(payload, args.class_, device)
     torch.manual_seed(args.seed)
     chunks = [min(10_000, args.num - i) for i in range(0, args.num, 10_000)]
-    x = torch.cat([draw(flow, pre, n, args.temperature).cpu() for n in chunks])
+    x = torch.cat([draw(flow, pre, n, args.temperature, context=c).cpu() for n in chunks])
 
     prefix = (
         Path(args.out)
@@ -193,6 +208,25 @@ def sample(args: argparse.Namespace) -> int:
         f"{' and '.join(str(prefix.with_name(w)) for w in written)}"
     )
     return 0
+
+
+def _class_context(payload: dict, class_: int | None, device: Any) -> Any:
+    r"""The one-hot context of the class to sample, checked against the checkpoint."""
+
+    import torch
+
+    classes = payload["model"].get("classes", 0)
+    if not classes:
+        if class_ is not None:
+            raise ValueError(f"{payload['path']} is not class-conditional: drop --class")
+        return None
+    if class_ is None or not 0 <= class_ < classes:
+        given = "none" if class_ is None else class_
+        raise ValueError(
+            f"{payload['path']} is class-conditional: pass --class K with K in "
+            f"0..{classes - 1} (given: {given})"
+        )
+    return torch.eye(classes, device=device)[class_]
 
 
 def _image_shape(payload: dict, features: int) -> tuple[int, ...]:

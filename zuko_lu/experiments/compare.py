@@ -24,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "compare",
+    "folder",
     "machine",
     "markdown",
     "sizes",
@@ -34,6 +35,7 @@ import inspect
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -48,7 +50,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt
 from .config import COMPARE_OPTIONS, DRAWS, TrainConfig
 from .distributed import resolve_device
-from .models import accepts, build, count_parameters, match_hidden
+from .models import accepts, build, count_parameters, match_hidden, parse_model
 from .plots import run_pictures
 from .runs import describe, load_data, train_run
 from .sampling import draw, log_prob_fn
@@ -62,26 +64,40 @@ def sizes(
     lunet: dict[str, Any] | None = None,
     match: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    r"""Returns each model's keyword arguments: LU-Net's as given, the others' hidden
-    widths matched to LU-Net's parameter count when `match` (and possible)."""
+    r"""Returns each model's keyword arguments: LU-Net's as given, the others' options
+    given with their names (:py:`"glow:mixing=permute"`, see
+    :func:`zuko_lu.experiments.models.parse_model`) and their hidden widths matched to
+    LU-Net's parameter count when `match` (and possible, and not given)."""
 
     lunet = dict(lunet or {})
     with torch.random.fork_rng():
         target = count_parameters(build("lunet", features, **lunet))
 
     kwargs = {}
-    for name in models:
-        if name == "lunet":
-            kwargs[name] = lunet
+    for label in models:
+        name, given = parse_model(label)
+        if label == "lunet":
+            kwargs[label] = lunet
             continue
-        kw = dict(COMPARE_OPTIONS.get(name, {}))
-        if match and accepts(name, "hidden_features", [16, 16]):
+        kw = {**COMPARE_OPTIONS.get(name, {}), **given}
+        if match and "hidden_features" not in kw and accepts(name, "hidden_features", [16, 16]):
             h, _ = match_hidden(name, features, target, **kw)
             kw["hidden_features"] = [h, h]
-        if accepts(name, "bound", 5.0):
+        if "bound" not in kw and accepts(name, "bound", 5.0):
             kw["bound"] = "auto"
-        kwargs[name] = kw
+        kwargs[label] = kw
     return kwargs
+
+
+def folder(label: str) -> str:
+    r"""Returns the run folder's name of a model written :py:`NAME:KEY=VALUE,...`.
+
+    Example:
+        >>> folder("glow:mixing=permute,steps=4")
+        'glow-mixing-permute-steps-4'
+    """
+
+    return re.sub(r"[^\w.]+", "-", label).strip("-")
 
 
 def compare(
@@ -130,10 +146,10 @@ def compare(
         try:
             m = train_run(
                 spec,
-                name,
+                parse_model(name)[0],
                 kwargs[name],
                 config,
-                out / name,
+                out / folder(name),
                 device=device,
                 draws=draws,
                 progress=progress,
@@ -144,7 +160,7 @@ def compare(
             log(f"{name}: {e}")
             rows.append({"model": name, "kwargs": kwargs[name], "test": None})
             continue
-        row, samples, flow, pre = _measure(name, m, data, out=out / name, dev=dev)
+        row, samples, flow, pre = _measure(name, m, data, out=out / folder(name), dev=dev)
         rows.append(row)
         pictures.append((name, flow, pre, samples))
         log(
@@ -313,6 +329,8 @@ def _matching(rows: list[dict[str, Any]], match: bool) -> str:
     rows = [r for r in rows if r.get("parameters") is not None]  # diverged rows have none
     target = next((r["parameters"] for r in rows if r["model"] == "lunet"), None)
     if target is None:
+        if not any((r.get("kwargs") or {}).get("hidden_features") for r in rows):
+            return "No hidden widths to match: each model's own sizes, counts in the table."
         return "Hidden widths matched to LU-Net's parameter count (LU-Net not in the table)."
     smallest = inspect.signature(match_hidden).parameters["minimum"].default
     notes = []

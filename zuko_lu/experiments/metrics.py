@@ -56,12 +56,13 @@ def bits_per_dim(log_prob_y: Tensor, ladj: Tensor, D: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate_nll(
-    log_prob_fn: Callable[[Tensor], Tensor],
+    log_prob_fn: Callable[..., Tensor],
     x: Tensor,
     preprocess: ImagePreprocess | TabularPreprocess,
     draws: int = 5,
     generator: torch.Generator | None = None,
     batch_size: int = 1024,
+    context: Tensor | None = None,
 ) -> tuple[float, float]:
     r"""Returns the mean negative log-likelihood of a dataset and its spread across
     dequantisation draws: bits/dim for images (see :func:`bits_per_dim`), nats per example
@@ -79,6 +80,8 @@ def evaluate_nll(
         draws: The number of dequantisation draws.
         generator: The random generator of the dequantisation noise.
         batch_size: The number of examples per call of :py:`log_prob_fn`.
+        context: A context per example, :math:`(N, C)`: then :py:`log_prob_fn(y, c)`
+            maps a batch and its contexts to :math:`\log p(y \mid c)`.
 
     Returns:
         The mean and the standard deviation across draws.
@@ -99,9 +102,10 @@ def evaluate_nll(
 
     for _ in range(draws):
         total = 0.0
-        for batch in x.split(batch_size):
+        contexts = [None] * len(x) if context is None else context.to(device).split(batch_size)
+        for batch, c in zip(x.split(batch_size), contexts, strict=False):
             y, ladj = preprocess(batch.to(device), generator=generator)
-            lp = log_prob_fn(y)
+            lp = log_prob_fn(y) if c is None else log_prob_fn(y, c)
             nll = bits_per_dim(lp, ladj, x.shape[-1]) if image else -(lp + ladj)
             total += nll.double().sum().item()
         results.append(total / len(x))

@@ -17,9 +17,13 @@ __all__ = [
     "count_parameters",
     "match_hidden",
     "nsf_bound",
+    "parse_model",
+    "parse_value",
 ]
 
+import ast
 import math
+import re
 
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +96,42 @@ def accepts(name: str, option: str, value: Any) -> bool:
         except ValueError:
             return False
     return True
+
+
+def parse_value(text: str) -> Any:
+    r"""Returns an option's value from the command line: a Python literal (number, list,
+    :py:`None`, :py:`True`, ...), else the text itself.
+
+    Example:
+        >>> parse_value("4"), parse_value("[32, 32]"), parse_value("permute")
+        (4, [32, 32], 'permute')
+    """
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_model(text: str) -> tuple[str, dict[str, Any]]:
+    r"""Returns the name and options of a model written :py:`NAME` or
+    :py:`NAME:KEY=VALUE,KEY=VALUE` (as ``zuko-lu compare --models`` takes them).
+
+    Example:
+        >>> parse_model("glow:mixing=permute,steps=4")
+        ('glow', {'mixing': 'permute', 'steps': 4})
+        >>> parse_model("maf:hidden_features=[32, 32],transforms=2")
+        ('maf', {'hidden_features': [32, 32], 'transforms': 2})
+    """
+
+    name, _, rest = text.partition(":")
+    options = {}
+    for item in filter(None, re.split(r",(?=\s*\w+=)", rest)):  # keeps "[32, 32]" whole
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"model '{text}': expected NAME:KEY=VALUE,..., got {item!r}")
+        options[key] = parse_value(value)
+    return name, options
 
 
 def count_parameters(module: nn.Module) -> int:

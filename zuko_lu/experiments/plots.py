@@ -39,6 +39,8 @@ import torch.nn as nn
 
 from torch import Tensor
 
+from .config import TEMPERATURES
+
 _PAIRS = 4  # the pair grid shows the first 4 columns at most
 _DATA, _SAMPLES = "tab:blue", "tab:orange"
 
@@ -82,38 +84,58 @@ def tile(images: Tensor, cols: int | None = None, pad: int = 1) -> Tensor:
     return grid
 
 
-def _show(ax, images: Tensor, levels: int, title: str) -> None:
-    ax.imshow(tile(images).numpy(), cmap="gray", vmin=0, vmax=levels - 1, interpolation="nearest")
+def _show(ax, images: Tensor, levels: int, title: str, per_row: int | None = None) -> None:
+    ax.imshow(
+        tile(images, per_row).numpy(),
+        cmap="gray",
+        vmin=0,
+        vmax=levels - 1,
+        interpolation="nearest",
+    )
     bad = int((~torch.isfinite(images.flatten(1))).any(-1).sum())
     ax.set_title(title + (f" ({bad} non-finite)" if bad else ""), fontsize=9)
     ax.set_axis_off()
 
 
 def images_figure(
-    panels: Sequence[tuple[str, Tensor]], levels: int, cols: int = 4, *, caption: str = ""
+    panels: Sequence[tuple[str, Tensor]],
+    levels: int,
+    cols: int = 4,
+    *,
+    caption: str = "",
+    per_row: int | None = None,
 ):
     r"""Returns a figure of image grids side by side, one per (title, images) pair with
-    images :math:`(N, H, W)` in :math:`[0, L - 1]`, at most `cols` per row."""
+    images :math:`(N, H, W)` in :math:`[0, L - 1]`, at most `cols` per row, each grid
+    with `per_row` images per row (about square by default)."""
 
     cols = min(cols, len(panels))
     rows = math.ceil(len(panels) / cols)
     size = 6 if len(panels) == 1 else 3.2
     fig = _figure(size * cols, size * rows + 0.2 * bool(caption), caption)
     for i, (title, images) in enumerate(panels):
-        _show(fig.add_subplot(rows, cols, i + 1), images, levels, title)
+        _show(fig.add_subplot(rows, cols, i + 1), images, levels, title, per_row)
     return fig
 
 
 def image_grid(
-    images: Tensor, levels: int, path: str | Path, title: str = "", *, caption: str = ""
+    images: Tensor,
+    levels: int,
+    path: str | Path,
+    title: str = "",
+    *,
+    caption: str = "",
+    cols: int | None = None,
 ) -> str:
-    r"""Draws images :math:`(N, H, W)` with values in :math:`[0, L - 1]` as a grid.
+    r"""Draws images :math:`(N, H, W)` with values in :math:`[0, L - 1]` as a grid of
+    `cols` columns (about square by default).
 
     Returns:
         The path written.
     """
 
-    return _save(images_figure([(title, images)], levels, caption=caption), path)
+    figure = images_figure([(title, images)], levels, caption=caption, per_row=cols)
+    return _save(figure, path)
 
 
 def image_panels(
@@ -401,10 +423,13 @@ def run_pictures(
     samples: Tensor | None = None,
     *,
     caption: str = "",
+    classes: int = 0,
 ) -> list[str]:
     r"""Draws a run's pictures and returns their file names (none without matplotlib):
-    :py:`loss.png`, and :py:`samples.png` (images, or tables of 3 columns or more: the
-    data and the samples on shared axes, see :func:`scatter_figure`) or
+    :py:`loss.png`, and :py:`samples.png` (images, with :py:`samples-T0.7.png` at the
+    other temperatures of :data:`zuko_lu.experiments.config.TEMPERATURES`; or tables of
+    3 columns or more: the data and the samples on shared axes, see
+    :func:`scatter_figure`) or
     :py:`density.png` (tables of 1 or 2 columns: the density, and the data and the
     samples on shared axes, see :func:`density_figure`). Samples are drawn with seed 0
     unless given.
@@ -418,6 +443,8 @@ def run_pictures(
         out: The folder to write to.
         samples: Samples in data units, drawn from the flow if not given.
         caption: What the pictures show (e.g. "lunet on moons, epoch 12"), their title.
+        classes: The classes of a class-conditional flow: its samples are drawn per
+            class (one row of 8 images per class, or one panel per class).
     """
 
     from .sampling import draw, log_prob_fn
@@ -426,14 +453,18 @@ def run_pictures(
         return []
     out = Path(out)
     files = [loss_curve(history, unit, out / "loss.png", caption=caption)]
+    if classes:
+        return [Path(f).name for f in files + _class_pictures(flow, pre, data, out, classes)]
     with torch.random.fork_rng():
         torch.manual_seed(0)
         n = 64 if data.kind == "image" else 1000
         x = draw(flow, pre, n).cpu() if samples is None else samples
         if data.kind == "image":
-            images = x.reshape(-1, *data.shape)
-            path = out / "samples.png"
-            files.append(image_grid(images, data.levels, path, "samples (T = 1)", caption=caption))
+            for t in TEMPERATURES:
+                y = x if t == 1.0 else draw(flow, pre, n, t).cpu()
+                path = out / ("samples.png" if t == 1.0 else f"samples-T{t:g}.png")
+                images, title = y.reshape(-1, *data.shape), f"samples (T = {t:g})"
+                files.append(image_grid(images, data.levels, path, title, caption=caption))
         elif data.features <= 2:
             fn, path = log_prob_fn(flow, pre), out / "density.png"
             files.append(density(fn, data.test, x, path, caption=caption, spread=True))
@@ -441,3 +472,29 @@ def run_pictures(
             panels = [("test data", data.test), ("samples", x)]
             files.append(scatter(panels, out / "samples.png", caption=caption))
     return [Path(f).name for f in files]
+
+
+def _class_pictures(flow: nn.Module, pre: nn.Module, data: Any, out: Path, classes: int) -> list:
+    r"""The samples of a class-conditional flow, drawn per class with seed 0: image
+    grids at each temperature (row :math:`k` shows class :math:`k`), or one panel per
+    class beside the test data."""
+
+    from .sampling import draw
+
+    def per_class(n: int, t: float = 1.0) -> list[Tensor]:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            eye = torch.eye(classes, device=pre.std.device)
+            return [draw(flow, pre, n, t, context=eye[k]).cpu() for k in range(classes)]
+
+    if data.kind != "image":
+        panels = [("test data", data.test)]
+        panels += [(f"class {k}", x) for k, x in enumerate(per_class(500))]
+        return [scatter(panels, out / "samples.png", caption="samples per class")]
+    files = []
+    for t in TEMPERATURES:
+        images = torch.cat(per_class(8, t)).reshape(-1, *data.shape)
+        path = out / ("samples.png" if t == 1.0 else f"samples-T{t:g}.png")
+        title = f"samples (T = {t:g}), row k: class k"
+        files.append(image_grid(images, data.levels, path, title, cols=8))
+    return files

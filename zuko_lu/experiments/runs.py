@@ -15,6 +15,8 @@ overwritten by a fresh run.
 from __future__ import annotations
 
 __all__ = [
+    "classes_of",
+    "contexts",
     "data_for",
     "data_spec",
     "describe",
@@ -39,7 +41,7 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from . import data as datasets
-from .config import DATA, DRAWS, VAL_FRACTION, TrainConfig
+from .config import DATA, DRAWS, TEMPERATURES, VAL_FRACTION, TrainConfig
 from .distributed import setup_distributed
 from .metrics import evaluate_nll
 from .models import accepts, build, count_parameters, nsf_bound
@@ -110,6 +112,32 @@ def describe(data: datasets.Data) -> tuple[str, str]:
     return ("bits/dim", "bits/dim") if data.kind == "image" else ("NLL", "nats")
 
 
+def contexts(data: datasets.Data, classes: int) -> tuple[Tensor, Tensor, Tensor] | None:
+    r"""Returns the contexts of a class-conditional model for the train, validation and
+    test sets: one-hot labels over `classes` classes; :py:`None` for :py:`classes = 0`.
+
+    Example:
+        >>> data = datasets.load("moons")
+        >>> [tuple(c.shape) for c in contexts(data, 2)]
+        [(8100, 2), (900, 2), (1000, 2)]
+    """
+
+    if not classes:
+        return None
+    if data.labels is None:
+        raise ValueError(f"'{data.name}' has no labels: a class-conditional model needs them")
+    one_hot = lambda y: nn.functional.one_hot(y, classes).to(torch.float32)
+    return tuple(one_hot(y) for y in data.labels)
+
+
+def classes_of(data: datasets.Data) -> int:
+    r"""Returns the number of classes of a labelled dataset (its largest label + 1)."""
+
+    if data.labels is None:
+        raise ValueError(f"'{data.name}' has no labels: a class-conditional model needs them")
+    return int(max(y.max() for y in data.labels if len(y))) + 1
+
+
 def evaluate(
     flow: nn.Module,
     preprocess: ImagePreprocess | TabularPreprocess,
@@ -117,14 +145,17 @@ def evaluate(
     *,
     draws: int = DRAWS,
     seed: int = 0,
+    context: Tensor | None = None,
 ) -> tuple[float, float]:
-    r"""Returns the mean NLL of data :math:`x` and its spread across dequantisation
-    draws (seeded), in bits/dim for images and nats for tables."""
+    r"""Returns the mean NLL of data :math:`x` (given its contexts, for a conditional
+    flow) and its spread across dequantisation draws (seeded), in bits/dim for images
+    and nats for tables."""
 
     flow.eval()
     generator = torch.Generator().manual_seed(seed)
     draws = draws if isinstance(preprocess, ImagePreprocess) else 1
-    return evaluate_nll(lambda y: flow().log_prob(y), x, preprocess, draws, generator)
+    log_prob = lambda y, c=None: flow(c).log_prob(y)
+    return evaluate_nll(log_prob, x, preprocess, draws, generator, context=context)
 
 
 @dataclass
@@ -133,7 +164,7 @@ class _Run:
 
     out: Path
     spec: dict[str, Any]
-    model: dict[str, Any]  # {"name", "features", "kwargs"}
+    model: dict[str, Any]  # {"name", "features", "kwargs", "classes"}
     data: datasets.Data
     pre: ImagePreprocess | TabularPreprocess
     flow: nn.Module
@@ -157,6 +188,7 @@ def train_run(
     draws: int = DRAWS,
     progress: bool = True,
     pictures: bool = True,
+    conditional: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
     r"""Trains a model on a dataset and writes a run folder.
@@ -172,6 +204,8 @@ def train_run(
         draws: The dequantisation draws of the test evaluation.
         progress: Whether to show a progress bar.
         pictures: Whether to draw the pictures.
+        conditional: Whether the model is class-conditional, :math:`p(x \mid y)` with the
+            one-hot label :math:`y` as context (labelled datasets; ignored when resuming).
         log: Where messages go.
 
     Returns:
@@ -184,7 +218,9 @@ def train_run(
 
     rank, world, device = setup_distributed(device)
     if resume is None:
-        run = _start_fresh(spec, model, kwargs, config=config, out=Path(out))
+        run = _start_fresh(
+            spec, model, kwargs, config=config, out=Path(out), conditional=conditional
+        )
     else:
         run = _start_resumed(resume, config, Path(out), rank=rank)
     run.rank, run.world, run.device = rank, world, device
@@ -223,10 +259,21 @@ def _resolve_kwargs(name: str, kwargs: dict, y_train: Callable[[], Tensor]) -> d
 
 
 def _start_fresh(
-    spec: dict[str, Any], model: str, kwargs: dict[str, Any], *, config: TrainConfig, out: Path
+    spec: dict[str, Any],
+    model: str,
+    kwargs: dict[str, Any],
+    *,
+    config: TrainConfig,
+    out: Path,
+    conditional: bool,
 ) -> _Run:
     _refuse_run_folder(out)
     data = load_data(spec)
+    classes = classes_of(data) if conditional else 0
+    if classes:
+        if spec.get("class_") is not None:
+            raise ValueError("a class-conditional model needs every class: drop --class")
+        kwargs = {**kwargs, "context": classes}
     if data.kind == "image":
         generator = torch.Generator().manual_seed(spec["seed"])
         pre = ImagePreprocess(data.levels).fit(data.train, generator)
@@ -236,7 +283,7 @@ def _start_fresh(
     kwargs = _resolve_kwargs(model, kwargs, y_train)
     torch.manual_seed(config.seed)
     flow = build(model, data.features, **kwargs)
-    described = {"name": model, "features": data.features, "kwargs": kwargs}
+    described = {"name": model, "features": data.features, "kwargs": kwargs, "classes": classes}
     return _Run(out, spec, described, data, pre, flow)
 
 
@@ -262,6 +309,10 @@ def _start_resumed(resume: dict[str, Any], config: TrainConfig, out: Path, *, ra
     run.state, run.optimizer_state = state, resume["optimizer"]
     run.resumed_best = state.best_epoch
     return run
+
+
+def _contexts(run: _Run) -> tuple[Tensor, Tensor, Tensor] | None:
+    return contexts(run.data, run.model.get("classes", 0))
 
 
 def _payload(run: _Run, config: TrainConfig, state: TrainState) -> dict[str, Any]:
@@ -300,6 +351,7 @@ def _fit(
             save=save,
             progress=progress,
             log=log,
+            contexts=_contexts(run)[:2] if run.model.get("classes") else None,
         )
     except KeyboardInterrupt:
         if run.rank != 0:
@@ -327,20 +379,40 @@ def _finish(
         if state.best_epoch <= run.resumed_best:  # the best is older than this session
             best = ckpt.load(run.out / "checkpoint.pt")["state_dict"]
         run.flow.load_state_dict(best)
-        x = run.data.test.to(run.device)
-        mean, std = evaluate(run.flow, run.pre, x, draws=draws, seed=config.seed)
+        x, c = run.data.test.to(run.device), _contexts(run)
+        c = None if c is None else c[2]
+        mean, std = evaluate(run.flow, run.pre, x, draws=draws, seed=config.seed, context=c)
         test = {"mean": mean, "std": std}
 
     metrics = _metrics(run, config, state, draws=draws)
     metrics["test"].update(test)
+    if run.model.get("classes") and state.best_epoch > 0:
+        from .sampling import class_accuracy
+
+        shares = class_accuracy(
+            run.flow, run.pre, run.data, run.model["classes"], temperatures=TEMPERATURES
+        )
+        metrics["samples_of_their_class"] = shares
+        log(
+            "samples put in their class by a logistic regression: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+        )
+    ckpt.write_json(run.out / "metrics.json", metrics)  # kept if the pictures fail
     if pictures and state.best_epoch > 0:
         from .plots import run_pictures
 
         caption = f"{run.model['name']} on {run.data.name}, epoch {state.best_epoch}"
         metrics["pictures"] = run_pictures(
-            run.flow, run.pre, run.data, state.history, unit, run.out, caption=caption
+            run.flow,
+            run.pre,
+            run.data,
+            state.history,
+            unit,
+            run.out,
+            caption=caption,
+            classes=run.model.get("classes", 0),
         )
-    ckpt.write_json(run.out / "metrics.json", metrics)
+        ckpt.write_json(run.out / "metrics.json", metrics)
     if state.stopped in ("diverged", "non-finite validation"):
         raise DivergedError(_advice(run, state, config))
     metrics["out"] = str(run.out)
@@ -406,6 +478,7 @@ def _metrics(run: _Run, config: TrainConfig, state: TrainState, *, draws: int) -
             "metric": name,
             "draws": draws if data.kind == "image" else 1,
             "examples": len(data.test),
+            "given": "the class label" if run.model.get("classes") else None,
         },
         "history": state.history,
         "versions": ckpt.versions(),
@@ -421,4 +494,6 @@ def headline(metrics: dict[str, Any]) -> str:
         value += "dequantisation draws)"
     else:
         value = f"test NLL {test['mean']:.3f} nats ({test['examples']:,} examples)"
+    if test.get("given"):
+        value = value.replace("test", f"test (given {test['given']})", 1)
     return f"{value}; results in {metrics['out']}"

@@ -92,8 +92,8 @@ class NLL(nn.Module):
 
         self.flow = flow
 
-    def forward(self, y: Tensor) -> Tensor:
-        return -self.flow().log_prob(y)
+    def forward(self, y: Tensor, c: Tensor | None = None) -> Tensor:
+        return -self.flow(c).log_prob(y)
 
 
 def _world() -> tuple[int, int]:
@@ -143,8 +143,10 @@ class _Trainer:
         config: TrainConfig,
         state: TrainState | None,
         optimizer_state: dict | None,
+        contexts: tuple[Tensor, Tensor] | None,
     ) -> None:
         self.flow, self.preprocess, self.train, self.val = flow, preprocess, train, val
+        self.contexts = contexts
         self.config, self.state = config, state or TrainState()
         self.state.stopped = ""
         self.rank, self.world = _world()
@@ -209,8 +211,11 @@ class _Trainer:
             x = x + torch.rand(x.shape, generator=noise, dtype=x.dtype)
         x = x[self.rank :: self.world].to(self.device)
         y, ladj = self.preprocess.transform(x) if self.image else self.preprocess(x)
+        c = None
+        if self.contexts is not None:
+            c = self.contexts[0][index][self.rank :: self.world].to(self.device)
 
-        loss = (self.model(y) - ladj).mean()  # nats per example
+        loss = (self.model(y, c) - ladj).mean()  # nats per example
         self.optimizer.zero_grad(set_to_none=True)
         (loss / self.train.shape[-1]).backward()  # the clip is per dimension, whatever D
         clip = self.config.clip or math.inf
@@ -249,8 +254,11 @@ class _Trainer:
         if self.rank == 0 and self.state.stopped != "diverged":
             self.flow.eval()
             generator = _generator(self.config.seed, _VAL_SEED)
-            log_prob = lambda y: self.flow().log_prob(y)
-            val_loss, _ = evaluate_nll(log_prob, self.val, self.preprocess, 1, generator)
+            log_prob = lambda y, c=None: self.flow(c).log_prob(y)
+            context = None if self.contexts is None else self.contexts[1]
+            val_loss, _ = evaluate_nll(
+                log_prob, self.val, self.preprocess, 1, generator, context=context
+            )
         (val_loss,) = _broadcast([val_loss], self.device)
         return val_loss
 
@@ -302,6 +310,7 @@ def fit(
     save: Callable[[str, TrainState, torch.optim.Optimizer], None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    contexts: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[TrainState, dict[str, Tensor]]:
     r"""Trains a flow by maximum likelihood behind a fitted preprocessing.
 
@@ -326,6 +335,8 @@ def fit(
             :py:`"last"`; the flow holds the parameters to save.
         progress: Whether to show a progress bar (rank 0 only).
         log: Where each epoch's line (losses and seconds) goes, on rank 0.
+        contexts: The contexts of the training and validation examples, for a
+            conditional flow :math:`p(x \mid c)` (e.g. one-hot class labels).
 
     Returns:
         The final state and the best parameters (a state dict of the flow).
@@ -342,7 +353,14 @@ def fit(
     """
 
     trainer = _Trainer(
-        flow, preprocess, train, val, config=config, state=state, optimizer_state=optimizer_state
+        flow,
+        preprocess,
+        train,
+        val,
+        config=config,
+        state=state,
+        optimizer_state=optimizer_state,
+        contexts=contexts,
     )
     with _progress(trainer.todo, enabled=progress and trainer.rank == 0) as bar:
         while trainer.state.epoch < config.epochs and not trainer.state.stopped:
