@@ -505,8 +505,21 @@ class Builder:
         if unused:
             raise ValueError(f"options given for names not in spec: {', '.join(sorted(unused))}")
 
-    def __call__(self, features: int, context: int = 0) -> Flow:
-        return compose(self.spec, features, context, **self.options)
+    def __call__(self, features: int, context: int = 0, **options: Mapping[str, Any]) -> Flow:
+        r"""
+        Arguments:
+            features: The number of features :math:`D`.
+            context: The number of context features.
+            options: For names of the spec, options that update the builder's.
+
+        Returns:
+            The flow, :py:`compose(spec, features, context, **options)`.
+        """
+
+        merged = dict(self.options)
+        for name, more in options.items():
+            merged[name] = {**merged.get(name, {}), **more}
+        return compose(self.spec, features, context, **merged)
 
     def __repr__(self) -> str:
         options = "".join(f", {k}={v!r}" for k, v in self.options.items())
@@ -523,7 +536,8 @@ def builder(
     instance, call their `build` argument as :py:`build(theta_dim, x_dim, **kwargs)`:
     pass :py:`build=zuko_lu.builder(spec, ...)` (the classes :class:`zuko_lu.LUNet`,
     :class:`LUMAF`, :class:`LUNSF` and :class:`LURealNVP` can be passed as they are).
-    The builder pickles when its options do.
+    Options given at the call (lampe's `kwargs`) update those given here, name by
+    name. The builder pickles when its options do.
 
     Arguments:
         spec: A sequence of names, or :py:`(name, options)` pairs (see :func:`compose`).
