@@ -214,6 +214,16 @@ def test_structure_keeps_sbi_pieces():
     maf = "MaskedAutoregressiveTransform"
     assert types(bare) == [maf, "LULinear", maf]
 
+    # sbi's map onto an unconstrained space (for a box prior) is first, likewise
+    unconstrained = build_estimator(
+        "lunsf", theta, x, z_score_x="transform_to_unconstrained", x_dist=prior(), **SMALL
+    )
+    assert types(unconstrained)[1:] == [maf, "LULinear", maf]
+    assert (
+        unconstrained.net.transform.transforms[0]().inv(torch.tensor([[9.0, -9.0]])).abs().max()
+        < 1
+    )
+
     # the embedding net is kept, after sbi's z-scoring of x; LU blocks take its output
     embedding = nn.Linear(2, 5)
     build = posterior_nn("lunsf", embedding_net=embedding, **SMALL)
@@ -252,9 +262,14 @@ def test_builder_pickles_and_names():
         ("lunsf", {"lu_context": 1}, "lu_context: expected a bool"),
         ("nsf", {}, "model: expected one of lumaf, lunsf, lurealnvp, zuko_bpf"),
         ("zuko_maf", {"num_transforms": 1}, "lu: 'zuko_maf' with num_transforms=1 has 1"),
+        ("lumaf", {"lu_context": False, "lu": {"hidden_features": (8,)}}, None),
     ],
 )
-def test_errors(model: str, kwargs: dict, message: str):
+def test_errors(model: str, kwargs: dict, message: str | None):
+    if message is None:  # hyper-network options for context-free blocks
+        with pytest.raises(TypeError, match="hyper-network options without a context"):
+            posterior_nn(model, **kwargs)
+        return
     with pytest.raises(ValueError, match=message):
         build = posterior_nn(model, **kwargs)
         build(*simulate(50, seed=0))

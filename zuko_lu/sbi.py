@@ -219,7 +219,9 @@ def build_estimator(
     return estimator
 
 
-def _check_kwargs(model: str, lu: bool | Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+def _check_kwargs(
+    model: str, lu: bool | Mapping[str, Any], lu_context: bool, kwargs: dict[str, Any]
+) -> None:
     # names that nothing takes raise here, not as a warning at training time
     for name in kwargs:
         if name in _NOT_ZUKO:
@@ -230,7 +232,16 @@ def _check_kwargs(model: str, lu: bool | Mapping[str, Any], kwargs: dict[str, An
     with torch.random.fork_rng(devices=[]):
         try:
             build_estimator(
-                model, torch.zeros(4, 2), torch.zeros(4, 2), "none", "none", 8, 2, lu=lu, **dry
+                model,
+                torch.zeros(4, 2),
+                torch.zeros(4, 2),
+                "none",
+                "none",
+                8,
+                2,
+                lu=lu,
+                lu_context=lu_context,
+                **dry,
             )
         except TypeError as error:
             found = re.search(r"unexpected keyword argument '(\w+)'", str(error))
@@ -291,7 +302,7 @@ def _nn(
 ) -> EstimatorBuilder:
     _check_model(model)
     _lu_options(model, lu)
-    _check_kwargs(model, lu, kwargs)
+    _check_kwargs(model, lu, lu_context, kwargs)
     if embedding_net is not None:
         with kept_validation():
             from sbi.utils.nn_utils import check_net_device
