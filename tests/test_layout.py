@@ -30,9 +30,15 @@ CORE = {
 ZUKO_FACE = {"zuko_lu.flows", "zuko_lu.hybrids", "zuko_lu.glow"}
 PYRO_FACE = {"zuko_lu.pyro", "zuko_lu.pyro_images"}
 EXPERIMENTS = "zuko_lu.experiments"
+# The bridges to optional libraries: only they import those libraries, and the library
+# never imports them (the experiment layer may, in a function).
+BRIDGES = {"zuko_lu.sbi": {"sbi"}}
+OPTIONAL = {"sbi", "lampe"}
 # What `import zuko_lu` and these modules run must not import zuko (it turns off
 # torch's distribution argument validation, on which Pyro relies).
-ZUKO_FREE = {PACKAGE, "zuko_lu.registry", "zuko_lu.convert"} | CORE | PYRO_FACE
+ZUKO_FREE = (
+    {PACKAGE, "zuko_lu.registry", "zuko_lu.convert", "zuko_lu.validation"} | CORE | PYRO_FACE
+)
 
 
 def modules(root: Path, package: str = PACKAGE) -> dict[str, Path]:
@@ -145,6 +151,11 @@ def violations(g: dict[str, list[tuple[str, int, str]]]) -> list[str]:
                 within(target, {"zuko", "pyro"}) or within(target, ZUKO_FACE | PYRO_FACE)
             ):
                 found.append(f"{where}: the maths core depends on torch alone")
+            if within(target, OPTIONAL) and not within(target, BRIDGES.get(m, set())):
+                if library or kind != "function":
+                    found.append(f"{where}: an optional library is imported by its bridge only")
+            if within(target, set(BRIDGES)) and (library or kind != "function"):
+                found.append(f"{where}: the library never imports a bridge")
 
     # what importing a zuko-free module runs (module-level edges, followed) never
     # reaches zuko, nor do the lazy names of the Pyro face (from_zuko, to_zuko)
@@ -201,6 +212,9 @@ def test_checker_catches_what_it_should(tmp_path: Path):
         "experiments/runs.py": "from .plots import h\n",
         "experiments/plots.py": "def h():\n    from ..experiments import runs\n",
         "convert.py": "from .experiments.runs import x\nfrom .flows import y\n",
+        "sbi.py": "def f():\n    import sbi\n    import lampe\n",
+        "options.py": "def f():\n    from . import sbi\n",
+        "experiments/bench.py": "def f():\n    import sbi\n    from .. import sbi\n",
     }
     for file, text in files.items():
         path = tmp_path / PACKAGE / file
@@ -220,3 +234,7 @@ def test_checker_catches_what_it_should(tmp_path: Path):
     assert "zuko_lu.pyro_images (line 1, lazy) imports zuko_lu.hybrids" in found
     assert "import zuko_lu.pyro_images imports zuko (via zuko_lu.hybrids, line 1)" in found
     assert "import zuko_lu imports zuko" not in found  # the package's lazy zuko face may
+    assert "zuko_lu.sbi (line 3, function) imports lampe: an optional library" in found
+    assert "zuko_lu.sbi (line 2, function) imports sbi" not in found
+    assert "zuko_lu.options (line 2, function) imports zuko_lu.sbi: the library" in found
+    assert "zuko_lu.experiments.bench" not in found  # in a function of the experiment layer

@@ -17,6 +17,11 @@ __all__ = [
 
 from collections.abc import Sequence
 
+# first: zuko's import turns torch's argument validation off, this one keeps it
+from .validation import zuko  # noqa: F401
+
+# isort: split
+
 import torch
 
 from torch import Tensor

@@ -25,6 +25,11 @@ import math
 from collections.abc import Sequence
 from functools import partial
 
+# first: zuko's import turns torch's argument validation off, this one keeps it
+from .validation import zuko  # noqa: F401
+
+# isort: split
+
 import torch
 
 from torch import Tensor

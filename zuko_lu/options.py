@@ -27,6 +27,8 @@ __all__ = [
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
+
 #: U's diagonal as :math:`\sigma_i e^{r_i}`.
 EXP = "exp"
 #: U's diagonal as :math:`\sigma_i (\operatorname{softplus}(r_i) + 10^{-3})`.
@@ -58,6 +60,12 @@ def check_features(features: int, name: str = "features") -> int:
         3
     """
 
+    if isinstance(features, torch.Tensor):
+        raise TypeError(
+            f"{name}: expected an integer >= 1, got a tensor of shape {tuple(features.shape)}. "
+            "sbi calls a density_estimator as builder(batch_theta, batch_x): pass "
+            "zuko_lu.sbi.posterior_nn('lunsf') (or likelihood_nn) rather than a flow class"
+        )
     if isinstance(features, bool) or not isinstance(features, int) or features < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {features!r}")
     return features

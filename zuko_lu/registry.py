@@ -201,7 +201,8 @@ def load(group: str, name: str, distribution: str | None = None) -> Any:
     ep = found[0]
 
     try:
-        return ep.load()
+        with _kept_validation():
+            return ep.load()
     except Exception as error:
         raise ImportError(
             f"the entry point {name!r} of group {group!r}, registered by distribution "
@@ -213,12 +214,20 @@ def load(group: str, name: str, distribution: str | None = None) -> Any:
 def _builtin(group: str, name: str, target: str) -> Any:
     module, _, attribute = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), attribute)
+        with _kept_validation():
+            return getattr(importlib.import_module(module), attribute)
     except Exception as error:
         raise ImportError(
             f"the built-in {name!r} of group {group!r} ({target}) failed to load: "
             f"{type(error).__name__}: {error}"
         ) from error
+
+
+def _kept_validation() -> Any:
+    # loading a name may import zuko, which turns torch's argument validation off
+    from .validation import kept_validation
+
+    return kept_validation()
 
 
 def _same(a: str, b: str) -> bool:
