@@ -349,7 +349,7 @@ def test_divergence(
     from zuko_lu.experiments.training import NLL
 
     forward = NLL.forward
-    monkeypatch.setattr(NLL, "forward", lambda self, y: forward(self, y) * math.nan)
+    monkeypatch.setattr(NLL, "forward", lambda self, y, c=None: forward(self, y, c) * math.nan)
     args = [*on_csv(table), *FAST, "--epochs", 3, "--out", tmp_path]
     code, out, err = run(capsys, "train", *args)
     assert code == 1 and "--lr" in err and "Traceback" not in err, (out, err)
@@ -501,8 +501,8 @@ def test_compare_divergence(
     from zuko_lu.experiments.training import NLL
 
     forward = NLL.forward
-    nan = lambda self, y: (
-        forward(self, y) * (math.nan if self.flow.__class__.__name__ == "MAF" else 1)
+    nan = lambda self, y, c=None: (
+        forward(self, y, c) * (math.nan if self.flow.__class__.__name__ == "MAF" else 1)
     )
     monkeypatch.setattr(NLL, "forward", nan)
     models = ["--models", "lunet", "maf", "--epochs", 1, "--time-limit", 0]
