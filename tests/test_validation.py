@@ -39,6 +39,7 @@ USES = {
     "lazy names": "import zuko_lu\n[getattr(zuko_lu, n) for n in zuko_lu.__all__]",
     "flows module": "from zuko_lu.flows import LUNet\nflow = LUNet(2)",
     "hybrids module": "from zuko_lu.hybrids import LUNSF\nflow = LUNSF(2, 1)",
+    "glow module": "from zuko_lu.glow import Glow\nflow = Glow((1, 4, 4), steps=1)",
     "registry": (
         "from zuko_lu import registry\n"
         "[registry.load('zuko.flows', n) for n in ('lunet', 'glow', 'maf')]"
