@@ -168,8 +168,27 @@ def compare(
             f"{row['parameters']:,} parameters, {row['epoch_s']:.2f} s/epoch"
         )
 
+    meta = _meta(spec, data, config, match=match, draws=draws, dev=dev)
+    ckpt.write_json(out / "compare.json", {**meta, "rows": rows})
+    text = markdown(rows, meta)
+    ckpt.write_atomic(out / "compare.md", lambda f: f.write(text.encode()))
+    _panels(pictures, data, out)
+    return rows
+
+
+def _meta(
+    spec: dict[str, Any],
+    data: Any,
+    config: TrainConfig,
+    *,
+    match: bool,
+    draws: int,
+    dev: torch.device,
+) -> dict[str, Any]:
+    r"""What a comparison ran: data, metric, configuration, machine, command, versions."""
+
     metric, unit = describe(data)
-    meta = {
+    return {
         "data": spec,
         "metric": metric,
         "unit": unit,
@@ -182,11 +201,6 @@ def compare(
         "date": time.strftime("%Y-%m-%d"),
         "versions": ckpt.versions(),
     }
-    ckpt.write_json(out / "compare.json", {**meta, "rows": rows})
-    text = markdown(rows, meta)
-    ckpt.write_atomic(out / "compare.md", lambda f: f.write(text.encode()))
-    _panels(pictures, data, out)
-    return rows
 
 
 def _measure(

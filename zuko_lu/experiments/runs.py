@@ -311,6 +311,21 @@ def _start_resumed(resume: dict[str, Any], config: TrainConfig, out: Path, *, ra
     return run
 
 
+def _class_shares(run: _Run, log: Callable[[str], None]) -> dict[str, float]:
+    r"""The share of a class-conditional model's samples that a classifier puts in their
+    class (see :func:`zuko_lu.experiments.sampling.class_accuracy`)."""
+
+    from .sampling import class_accuracy
+
+    classes = run.model["classes"]
+    shares = class_accuracy(run.flow, run.pre, run.data, classes, temperatures=TEMPERATURES)
+    log(
+        "samples put in their class by a logistic regression: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+    )
+    return shares
+
+
 def _contexts(run: _Run) -> tuple[Tensor, Tensor, Tensor] | None:
     return contexts(run.data, run.model.get("classes", 0))
 
@@ -387,16 +402,7 @@ def _finish(
     metrics = _metrics(run, config, state, draws=draws)
     metrics["test"].update(test)
     if run.model.get("classes") and state.best_epoch > 0:
-        from .sampling import class_accuracy
-
-        shares = class_accuracy(
-            run.flow, run.pre, run.data, run.model["classes"], temperatures=TEMPERATURES
-        )
-        metrics["samples_of_their_class"] = shares
-        log(
-            "samples put in their class by a logistic regression: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
-        )
+        metrics["samples_of_their_class"] = _class_shares(run, log)
     ckpt.write_json(run.out / "metrics.json", metrics)  # kept if the pictures fail
     if pictures and state.best_epoch > 0:
         from .plots import run_pictures
