@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-PAGES = ["tutorials/quickstart.rst"]
+PAGES = ["tutorials/quickstart.rst", "tutorials/sbi.rst"]
 
 
 def main() -> int:
