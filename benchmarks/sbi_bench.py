@@ -1,0 +1,309 @@
+r"""sbi's zuko estimators with and without LU blocks on standard SBI tasks: held-out NLL,
+C2ST against the reference posterior, expected coverage and step time, as a markdown
+table.
+
+For each task (:mod:`benchmarks.sbi_tasks`), simulation budget, model and seed:
+
+* **training**: `budget` simulations (prior draws, seeded by the seed, the same for every
+  model) and sbi's ``NPE(prior, density_estimator=...)
+  .append_simulations(theta, x).train(...)`` with sbi's defaults (batch 200, learning rate
+  5e-4, 10% validation, early stopping after 20 epochs without improvement, the best
+  state kept) and at most `--max-epochs` epochs; ``torch.manual_seed(seed)`` first.
+  Models: ``zuko_nsf`` (:py:`zuko_lu.sbi.posterior_nn("zuko_nsf", lu=False)`, sbi's own
+  estimator), ``zuko_nsf+lu`` (:py:`posterior_nn("zuko_nsf")`, LU blocks interleaved),
+  and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms,
+  50 hidden units, 10 bins).
+* **held-out NLL**: :math:`-\log q(\theta \mid x)` of the estimator (not renormalised to
+  the prior's support), mean over `--test` fresh pairs (one fixed set per task).
+* **C2ST**: at `--observations` fixed observations per task, `--samples` draws of sbi's
+  posterior (``build_posterior().sample``, which rejects draws outside the prior)
+  against as many reference draws (:func:`benchmarks.sbi_tasks.c2st`); mean over the
+  observations. 0.5 is perfect.
+* **coverage**: for the first `--coverage-pairs` test pairs, the level of the smallest
+  highest-density region of :math:`q` containing the true :math:`\theta` (from 500 of
+  :math:`q`'s samples); expected coverage at 68% and 95% is the share of pairs below it
+  (calibrated: 0.68 and 0.95; lower: overconfident).
+* **step time**: one Adam step (loss, backward, step) of a fresh estimator at batch 200,
+  median over 5 blocks of 20 steps, in ms.
+
+Every run appends a JSON line to `--raw` (a later run of the same task, budget, model
+and seed replaces it), and the markdown table is rendered from all of the raw file's
+rows, so separate invocations add up to one table.
+
+    python benchmarks/sbi_bench.py --tasks two_moons --budgets 20000 --seeds 0 1 2 \
+        --out results/benchmarks/sbi.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.sbi_tasks import TASKS, c2st, coverage_levels  # noqa: E402
+
+MODELS = {
+    "zuko_nsf": ("zuko_nsf", False),
+    "zuko_nsf+lu": ("zuko_nsf", True),
+    "zuko_maf": ("zuko_maf", False),
+    "zuko_maf+lu": ("zuko_maf", True),
+}
+TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
+
+
+def builder(model: str):
+    from zuko_lu.sbi import posterior_nn
+
+    name, lu = MODELS[model]
+    return posterior_nn(name, lu=lu)
+
+
+def step_time(model: str, theta: torch.Tensor, x: torch.Tensor) -> float:
+    r"""Median ms per Adam step of a fresh estimator at batch 200."""
+
+    torch.manual_seed(0)
+    estimator = builder(model)(theta[:200], x[:200])
+    opt = torch.optim.Adam(estimator.parameters(), lr=5e-4)
+    times = []
+    for block in range(6):
+        start = time.perf_counter()
+        for _ in range(20):
+            loss = estimator.loss(theta[:200], x[:200]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if block:  # the first block warms up
+            times.append((time.perf_counter() - start) / 20 * 1e3)
+    return statistics.median(times)
+
+
+def observations(task, k: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    r"""The task's fixed observations and `n` reference draws at each."""
+
+    gen = torch.Generator().manual_seed(OBS_SEED)
+    theta = task.sample_prior(k, gen)
+    x = task.simulate(theta, gen)
+    ref = torch.Generator().manual_seed(REF_SEED)
+    return [(x[i], task.reference(x[i], n, ref)) for i in range(k)]
+
+
+def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -> dict:
+    from sbi.inference import NPE
+
+    task = TASKS[task_name]
+    gen = torch.Generator().manual_seed(seed)
+    theta = task.sample_prior(budget, gen)
+    x = task.simulate(theta, gen)
+
+    torch.manual_seed(seed)
+    npe = NPE(task.prior, density_estimator=builder(model), show_progress_bars=False)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        estimator = npe.append_simulations(theta, x).train(max_num_epochs=args.max_epochs)
+    train_s = time.perf_counter() - start
+    epochs = int(npe._summary["epochs_trained"][-1])
+    estimator.eval()
+
+    if task_name not in cache:
+        tgen = torch.Generator().manual_seed(TEST_SEED)
+        test_theta = task.sample_prior(args.test, tgen)
+        test_x = task.simulate(test_theta, tgen)
+        cache[task_name] = (
+            test_theta,
+            test_x,
+            observations(task, args.observations, args.samples),
+        )
+    test_theta, test_x, obs = cache[task_name]
+
+    with torch.no_grad():
+        nll = -estimator.log_prob(test_theta[None], test_x).mean().item()
+        p = args.coverage_pairs
+        torch.manual_seed(seed + 1)
+        draws = estimator.sample((500,), test_x[:p])
+        levels = coverage_levels(
+            estimator.log_prob(test_theta[None, :p], test_x[:p])[0],
+            estimator.log_prob(draws, test_x[:p]).T,
+        )
+
+    posterior = npe.build_posterior(estimator)
+    scores = []
+    for i, (x_o, ref) in enumerate(obs):
+        torch.manual_seed(seed * 100 + i)
+        samples = posterior.sample((args.samples,), x=x_o, show_progress_bars=False)
+        scores.append(c2st(samples, ref, seed=i))
+
+    return {
+        "task": task_name,
+        "budget": budget,
+        "model": model,
+        "seed": seed,
+        "max_epochs": args.max_epochs,
+        "epochs": epochs,
+        "train_s": train_s,
+        "nll": nll,
+        "c2st": statistics.mean(scores),
+        "c2st_each": scores,
+        "cov68": (levels < 0.68).float().mean().item(),
+        "cov95": (levels < 0.95).float().mean().item(),
+        "ms_step": step_time(model, theta, x),
+        "test": args.test,
+        "observations": args.observations,
+        "samples": args.samples,
+        "coverage_pairs": args.coverage_pairs,
+    }
+
+
+def cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":")[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return statistics.mean(r[key] for r in rows)
+
+
+def render(rows: list[dict], note: str) -> str:
+    import sbi
+    import zuko
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (list(TASKS).index(r["task"]), r["budget"], r["seed"])):
+        groups.setdefault((r["task"], r["budget"], r["model"]), []).append(r)
+
+    lines = [
+        "# sbi's zuko estimators with and without LU blocks on standard SBI tasks",
+        "",
+        "Regenerated by `benchmarks/sbi_bench.py` (its docstring defines every column). "
+        f"{cpu()}, {torch.get_num_threads()} torch thread pinned to one core; other work "
+        f"ran on both cores at the time; torch {torch.__version__}, sbi "
+        f"{sbi.__version__}, zuko {zuko.__version__}.",
+        "",
+        'Models: `zuko_nsf` is sbi\'s own estimator (`posterior_nn("zuko_nsf", lu=False)`),',
+        '`+lu` the same with zuko-lu\'s LU blocks interleaved (`posterior_nn("zuko_nsf")`).',
+        "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
+        "those sbi ran, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
+        "count of max + 1 means the cap stopped training, fewer means early stopping did.",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    lines += [
+        "| task | sims | model | seeds | epochs (max) | held-out NLL | C2ST | "
+        "cov 68% | cov 95% | ms/step | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, budget, model), rs in groups.items():
+        each = " ".join(f"{r['nll']:.3f}" for r in rs)
+        epochs = "/".join(str(r["epochs"]) for r in rs)
+        lines.append(
+            f"| {task} | {budget:,} | {model} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{epochs} ({rs[0]['max_epochs']}) | {_mean(rs, 'nll'):.3f} ({each}) | "
+            f"{_mean(rs, 'c2st'):.3f} | {_mean(rs, 'cov68'):.2f} | {_mean(rs, 'cov95'):.2f} | "
+            f"{_mean(rs, 'ms_step'):.1f} | {_mean(rs, 'train_s'):.0f} |"
+        )
+
+    lines += [
+        "",
+        "Held-out NLL of `+lu` minus its baseline, seed by seed (negative: LU better):",
+        "",
+    ]
+    for (task, budget, model), rs in groups.items():
+        if not model.endswith("+lu") or (task, budget, model[:-3]) not in groups:
+            continue
+        base = {r["seed"]: r for r in groups[(task, budget, model[:-3])]}
+        pairs = [
+            (r["nll"] - base[r["seed"]]["nll"], r["c2st"] - base[r["seed"]]["c2st"])
+            for r in rs
+            if r["seed"] in base
+        ]
+        if pairs:
+            d = " ".join(f"{a:+.3f}" for a, _ in pairs)
+            dnll = statistics.mean(a for a, _ in pairs)
+            dc2st = statistics.mean(b for _, b in pairs)
+            lines.append(
+                f"- {task}, {budget:,} sims, {model}: NLL {dnll:+.3f} ({d}); C2ST {dc2st:+.3f}"
+            )
+    missing = [t for t in TASKS if t not in {r["task"] for r in rows}]
+    if missing:
+        lines += ["", "Not run: " + ", ".join(missing) + "."]
+    settings = {(r["test"], r["observations"], r["samples"], r["coverage_pairs"]) for r in rows}
+    lines += [
+        "",
+        "Evaluation: "
+        + "; ".join(
+            f"{t:,} test pairs, {o} observations x {s:,} samples for C2ST, {c} pairs for coverage"
+            for t, o, s, c in sorted(settings)
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--budgets", type=int, nargs="+", default=[5000, 20000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--models", nargs="+", default=["zuko_nsf", "zuko_nsf+lu"], choices=list(MODELS)
+    )
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--test", type=int, default=5000)
+    parser.add_argument("--observations", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--coverage-pairs", type=int, default=100)
+    parser.add_argument("--raw", type=Path, default=Path("runs/sbi.jsonl"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rows = []
+    if args.raw.exists():
+        rows = [json.loads(line) for line in args.raw.read_text().splitlines() if line]
+    cache: dict = {}
+    for task in [] if args.render_only else args.tasks:
+        for budget in args.budgets:
+            for seed in args.seeds:
+                for model in args.models:
+                    row = run(task, budget, model, seed, args, cache)
+                    key = (task, budget, model, seed)
+                    rows = [
+                        r for r in rows if (r["task"], r["budget"], r["model"], r["seed"]) != key
+                    ]
+                    rows.append(row)
+                    args.raw.parent.mkdir(parents=True, exist_ok=True)
+                    args.raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                    print(
+                        f"{task} {budget} {model} seed {seed}: NLL {row['nll']:.3f} "
+                        f"C2ST {row['c2st']:.3f} cov {row['cov68']:.2f}/{row['cov95']:.2f} "
+                        f"{row['epochs']} epochs {row['train_s']:.0f} s "
+                        f"{row['ms_step']:.1f} ms/step",
+                        flush=True,
+                    )
+
+    table = render(rows, args.note)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
