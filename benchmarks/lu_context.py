@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 
@@ -33,6 +32,7 @@ import torch
 import zuko
 
 from zuko_lu import LUMAF, LUNSF
+from zuko_lu.experiments.compare import machine
 
 HIDDEN = (50, 50)
 VARIANTS = {
@@ -123,14 +123,6 @@ def nll(family: str, variant: str | None, seed: int, sims: int, epochs: int) -> 
         return -flow(test_x).log_prob(test_theta).mean().item()
 
 
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":")[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sims", type=int, default=3000)
@@ -142,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    print(f"torch {torch.__version__}, zuko {zuko.__version__}, {cpu()}, 1 thread")
+    print(f"torch {torch.__version__}, zuko {zuko.__version__}, {machine(torch.device('cpu'))}")
     print(f"2-D theta, 2-D context, 3 transforms, hidden {HIDDEN}, batch 256")
     for family in [] if args.no_timing else args.families:
         t = step_times(family)

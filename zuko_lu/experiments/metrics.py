@@ -16,6 +16,7 @@ __all__ = [
 import math
 
 from collections.abc import Callable
+from itertools import repeat
 
 import torch
 
@@ -102,7 +103,7 @@ def evaluate_nll(
 
     for _ in range(draws):
         total = 0.0
-        contexts = [None] * len(x) if context is None else context.to(device).split(batch_size)
+        contexts = repeat(None) if context is None else context.to(device).split(batch_size)
         for batch, c in zip(x.split(batch_size), contexts, strict=False):
             y, ladj = preprocess(batch.to(device), generator=generator)
             lp = log_prob_fn(y) if c is None else log_prob_fn(y, c)

@@ -124,18 +124,20 @@ def contexts(data: datasets.Data, classes: int) -> tuple[Tensor, Tensor, Tensor]
 
     if not classes:
         return None
-    if data.labels is None:
-        raise ValueError(f"'{data.name}' has no labels: a class-conditional model needs them")
     one_hot = lambda y: nn.functional.one_hot(y, classes).to(torch.float32)
-    return tuple(one_hot(y) for y in data.labels)
+    return tuple(one_hot(y) for y in _labels(data))
 
 
 def classes_of(data: datasets.Data) -> int:
     r"""Returns the number of classes of a labelled dataset (its largest label + 1)."""
 
+    return int(max(y.max() for y in _labels(data) if len(y))) + 1
+
+
+def _labels(data: datasets.Data) -> tuple[Tensor, Tensor, Tensor]:
     if data.labels is None:
         raise ValueError(f"'{data.name}' has no labels: a class-conditional model needs them")
-    return int(max(y.max() for y in data.labels if len(y))) + 1
+    return data.labels
 
 
 def evaluate(

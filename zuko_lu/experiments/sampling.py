@@ -95,8 +95,8 @@ def class_accuracy(
     from sklearn.linear_model import LogisticRegression
 
     scale = data.train.abs().max().clamp(min=1).item()  # pixels in [0, 1]: a well-posed fit
-    predict = lambda x: classifier.predict(torch.nan_to_num(x).numpy() / scale)
     classifier = LogisticRegression(max_iter=500).fit(data.train.numpy() / scale, data.labels[0])
+    predict = lambda x: classifier.predict(torch.nan_to_num(x).numpy() / scale)
     shares = {}
     eye = torch.eye(classes, device=preprocess.std.device)
     with torch.random.fork_rng():
