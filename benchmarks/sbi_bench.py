@@ -1,24 +1,30 @@
-r"""sbi's zuko estimators with and without LU blocks on standard SBI tasks: held-out NLL,
-C2ST against the reference posterior, expected coverage and step time, as a markdown
-table.
+r"""sbi's and lampe's zuko estimators with and without LU blocks on standard SBI tasks:
+held-out NLL against the true posterior's, C2ST against the reference posterior,
+expected coverage and step time, as a markdown table.
 
-For each task (:mod:`benchmarks.sbi_tasks`), simulation budget, model and seed:
+For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
+:data:`BUDGETS`), model and seed:
 
 * **training**: `budget` simulations (prior draws, seeded by the seed, the same for every
-  model) and sbi's ``NPE(prior, density_estimator=...)
+  model). sbi's models: ``NPE(prior, density_estimator=...)
   .append_simulations(theta, x).train(...)`` with sbi's defaults (batch 200, learning rate
   5e-4, 10% validation, early stopping after 20 epochs without improvement, the best
   state kept) and at most `--max-epochs` epochs; ``torch.manual_seed(seed)`` first.
-  Models: ``zuko_nsf`` (:py:`zuko_lu.sbi.posterior_nn("zuko_nsf", lu=False)`, sbi's own
-  estimator), ``zuko_nsf+lu`` (:py:`posterior_nn("zuko_nsf")`, LU blocks interleaved),
-  and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms,
-  50 hidden units, 10 bins).
+  ``zuko_nsf`` is :py:`zuko_lu.sbi.posterior_nn("zuko_nsf", lu=False)` (sbi's own
+  estimator), ``zuko_nsf+lu`` :py:`posterior_nn("zuko_nsf")` (LU blocks interleaved),
+  and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms, 50
+  hidden units, 10 bins). lampe's models (``lampe_nsf``, ``lampe_lunsf``,
+  ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with ``build=`` zuko's
+  NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
+  :mod:`benchmarks.sbi_lampe`.
 * **held-out NLL**: :math:`-\log q(\theta \mid x)` of the estimator (not renormalised to
   the prior's support), mean over `--test` fresh pairs (one fixed set per task).
-* **C2ST**: at `--observations` fixed observations per task, `--samples` draws of sbi's
-  posterior (``build_posterior().sample``, which rejects draws outside the prior)
-  against as many reference draws (:func:`benchmarks.sbi_tasks.c2st`); mean over the
-  observations. 0.5 is perfect.
+  **floor**: the true posterior's on the same pairs (``Task.log_posterior``), the lowest
+  an estimator can reach in expectation; n/a for SLCP, whose normaliser is unknown.
+* **C2ST**: at `--observations` fixed observations per task, `--samples` draws of the
+  posterior (sbi's ``build_posterior().sample`` and, for lampe, the flow's draws; both
+  reject draws outside the prior) against as many reference draws
+  (:func:`benchmarks.sbi_tasks.c2st`); mean over the observations. 0.5 is perfect.
 * **coverage**: for the first `--coverage-pairs` test pairs, the level of the smallest
   highest-density region of :math:`q` containing the true :math:`\theta` (from 500 of
   :math:`q`'s samples); expected coverage at 68% and 95% is the share of pairs below it
@@ -26,12 +32,16 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget, model and seed:
 * **step time**: one Adam step (loss, backward, step) of a fresh estimator at batch 200,
   median over 5 blocks of 20 steps, in ms.
 
-Every run appends a JSON line to `--raw` (a later run of the same task, budget, model
-and seed replaces it), and the markdown table is rendered from all of the raw file's
-rows, so separate invocations add up to one table.
+Every run adds a JSON line to `--raw` (``results/benchmarks/sbi.jsonl``; a later run of
+the same task, budget, model and seed replaces it; the file is re-read before each write,
+so processes on different cores add up), and the markdown table is rendered from all of
+the raw file's rows. The whole grid (4 tasks x 2 budgets x 8 models x 3 seeds) is one
+command, many hours on one core; parts of it are the same command with ``--tasks``,
+``--budgets`` and ``--models``:
 
-    python benchmarks/sbi_bench.py --tasks two_moons --budgets 20000 --seeds 0 1 2 \
-        --out results/benchmarks/sbi.md
+    python benchmarks/sbi_bench.py --out results/benchmarks/sbi.md
+    python benchmarks/sbi_bench.py --tasks two_moons --budgets 20000 \
+        --models zuko_nsf zuko_nsf+lu --out results/benchmarks/sbi.md
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.sbi_lampe import MODELS as LAMPE  # noqa: E402
+from benchmarks.sbi_lampe import LampeEstimator, train  # noqa: E402
 from benchmarks.sbi_tasks import TASKS, c2st, coverage_levels  # noqa: E402
 from zuko_lu.experiments.compare import machine  # noqa: E402
 
@@ -57,6 +69,21 @@ MODELS = {
     "zuko_nsf+lu": ("zuko_nsf", True),
     "zuko_maf": ("zuko_maf", False),
     "zuko_maf+lu": ("zuko_maf", True),
+    **{name: None for name in LAMPE},
+}
+#: each model with LU blocks -> the same model without
+BASELINES = {
+    "zuko_nsf+lu": "zuko_nsf",
+    "zuko_maf+lu": "zuko_maf",
+    "lampe_lunsf": "lampe_nsf",
+    "lampe_lumaf": "lampe_maf",
+}
+#: the two simulation budgets of each task
+BUDGETS = {
+    "two_moons": (5000, 20000),
+    "gaussian_linear": (1000, 5000),
+    "slcp": (1000, 5000),
+    "gaussian_mixture": (1000, 5000),
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 
@@ -72,7 +99,10 @@ def step_time(model: str, theta: torch.Tensor, x: torch.Tensor) -> float:
     r"""Median ms per Adam step of a fresh estimator at batch 200."""
 
     torch.manual_seed(0)
-    estimator = builder(model)(theta[:200], x[:200])
+    if model in LAMPE:
+        estimator = LampeEstimator(model, theta, x)
+    else:
+        estimator = builder(model)(theta[:200], x[:200])
     opt = torch.optim.Adam(estimator.parameters(), lr=5e-4)
     times = []
     for block in range(6):
@@ -105,14 +135,19 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     theta = task.sample_prior(budget, gen)
     x = task.simulate(theta, gen)
 
-    torch.manual_seed(seed)
-    npe = NPE(task.prior, density_estimator=builder(model), show_progress_bars=False)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        estimator = npe.append_simulations(theta, x).train(max_num_epochs=args.max_epochs)
+    if model in LAMPE:
+        estimator, epochs = train(model, theta, x, seed, args.max_epochs)
+    else:
+        torch.manual_seed(seed)
+        npe = NPE(task.prior, density_estimator=builder(model), show_progress_bars=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            npe.append_simulations(theta, x)
+            estimator = npe.train(max_num_epochs=args.max_epochs)
+        epochs = int(npe._summary["epochs_trained"][-1])
+        posterior = npe.build_posterior(estimator)
     train_s = time.perf_counter() - start
-    epochs = int(npe._summary["epochs_trained"][-1])
     estimator.eval()
 
     if task_name not in cache:
@@ -136,11 +171,14 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
             estimator.log_prob(draws, test_x[:p]).T,
         )
 
-    posterior = npe.build_posterior(estimator)
     scores = []
     for i, (x_o, ref) in enumerate(obs):
         torch.manual_seed(seed * 100 + i)
-        samples = posterior.sample((args.samples,), x=x_o, show_progress_bars=False)
+        if model in LAMPE:
+            with torch.no_grad():
+                samples = estimator.posterior_sample(args.samples, x_o, task.prior)
+        else:
+            samples = posterior.sample((args.samples,), x=x_o, show_progress_bars=False)
         scores.append(c2st(samples, ref, seed=i))
 
     return {
@@ -164,8 +202,27 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     }
 
 
+def _floor(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _mean(rows: list[dict], key: str) -> float:
     return statistics.mean(r[key] for r in rows)
+
+
+def floor(task_name: str, test: int) -> float | None:
+    r"""The true posterior's held-out NLL on the benchmark's test pairs, the lowest an
+    estimator can reach in expectation (:py:`None` where the task has no exact density)."""
+
+    task = TASKS[task_name]
+    gen = torch.Generator().manual_seed(TEST_SEED)
+    theta = task.sample_prior(test, gen)
+    x = task.simulate(theta, gen)
+    try:
+        log_p = task.log_posterior(theta, x, torch.Generator().manual_seed(TEST_SEED + 1))
+    except NotImplementedError:
+        return None
+    return -log_p.mean().item()
 
 
 def render(rows: list[dict], note: str) -> str:
@@ -185,7 +242,10 @@ def render(rows: list[dict], note: str) -> str:
         f"{sbi.__version__}, zuko {zuko.__version__}.",
         "",
         'Models: `zuko_nsf` is sbi\'s own estimator (`posterior_nn("zuko_nsf", lu=False)`),',
-        '`+lu` the same with zuko-lu\'s LU blocks interleaved (`posterior_nn("zuko_nsf")`).',
+        '`+lu` the same with zuko-lu\'s LU blocks interleaved (`posterior_nn("zuko_nsf")`),',
+        "likewise `zuko_maf`; `lampe_*` are lampe's `NPE` with `build=` zuko's `NSF`/`MAF`",
+        "or zuko-lu's `LUNSF`/`LUMAF` (5 transformations, zuko's default sizes), trained",
+        "by `benchmarks/sbi_lampe.py` with sbi's defaults on z-scored data.",
         "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
         "those sbi ran, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
         "count of max + 1 means the cap stopped training, fewer means early stopping did.",
@@ -194,29 +254,34 @@ def render(rows: list[dict], note: str) -> str:
     if note:
         lines += [note, ""]
     lines += [
-        "| task | sims | model | seeds | epochs (max) | held-out NLL | C2ST | "
+        "| task | sims | model | seeds | epochs (max) | held-out NLL | floor | C2ST | "
         "cov 68% | cov 95% | ms/step | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    floors = {(r["task"], r["test"]): None for r in rows}
+    floors = {key: floor(*key) for key in floors}
     for (task, budget, model), rs in groups.items():
         each = " ".join(f"{r['nll']:.3f}" for r in rs)
         epochs = "/".join(str(r["epochs"]) for r in rs)
         lines.append(
             f"| {task} | {budget:,} | {model} | {','.join(str(r['seed']) for r in rs)} | "
             f"{epochs} ({rs[0]['max_epochs']}) | {_mean(rs, 'nll'):.3f} ({each}) | "
+            f"{_floor(floors[(task, rs[0]['test'])])} | "
             f"{_mean(rs, 'c2st'):.3f} | {_mean(rs, 'cov68'):.2f} | {_mean(rs, 'cov95'):.2f} | "
             f"{_mean(rs, 'ms_step'):.1f} | {_mean(rs, 'train_s'):.0f} |"
         )
 
     lines += [
         "",
-        "Held-out NLL of `+lu` minus its baseline, seed by seed (negative: LU better):",
+        "Held-out NLL of each model with LU blocks minus its baseline, seed by seed "
+        "(negative: LU better):",
         "",
     ]
     for (task, budget, model), rs in groups.items():
-        if not model.endswith("+lu") or (task, budget, model[:-3]) not in groups:
+        baseline = BASELINES.get(model)
+        if (task, budget, baseline) not in groups:
             continue
-        base = {r["seed"]: r for r in groups[(task, budget, model[:-3])]}
+        base = {r["seed"]: r for r in groups[(task, budget, baseline)]}
         pairs = [
             (r["nll"] - base[r["seed"]]["nll"], r["c2st"] - base[r["seed"]]["c2st"])
             for r in rs
@@ -227,11 +292,18 @@ def render(rows: list[dict], note: str) -> str:
             dnll = statistics.mean(a for a, _ in pairs)
             dc2st = statistics.mean(b for _, b in pairs)
             lines.append(
-                f"- {task}, {budget:,} sims, {model}: NLL {dnll:+.3f} ({d}); C2ST {dc2st:+.3f}"
+                f"- {task}, {budget:,} sims, {model} - {baseline}: NLL {dnll:+.3f} ({d}); "
+                f"C2ST {dc2st:+.3f}"
             )
-    missing = [t for t in TASKS if t not in {r["task"] for r in rows}]
+    missing = [
+        f"{task} {budget:,} {model}"
+        for task, budgets in BUDGETS.items()
+        for budget in budgets
+        for model in MODELS
+        if (task, budget, model) not in groups
+    ]
     if missing:
-        lines += ["", "Not run: " + ", ".join(missing) + "."]
+        lines += ["", "Not run (of the default grid): " + "; ".join(missing) + "."]
     settings = {(r["test"], r["observations"], r["samples"], r["coverage_pairs"]) for r in rows}
     lines += [
         "",
@@ -246,42 +318,51 @@ def render(rows: list[dict], note: str) -> str:
     return "\n".join(lines)
 
 
+def load(raw: Path) -> list[dict]:
+    r"""The rows of the raw file (none if it does not exist)."""
+
+    if not raw.exists():
+        return []
+    return [json.loads(line) for line in raw.read_text().splitlines() if line]
+
+
+def save(raw: Path, row: dict) -> None:
+    r"""Adds a row to the raw file, replacing the row of the same task, budget, model and
+    seed; the file is read again first, so runs in parallel processes add up."""
+
+    key = (row["task"], row["budget"], row["model"], row["seed"])
+    rows = [r for r in load(raw) if (r["task"], r["budget"], r["model"], r["seed"]) != key]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text("".join(json.dumps(r) + "\n" for r in [*rows, row]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--budgets", type=int, nargs="+", default=[5000, 20000])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--models", nargs="+", default=["zuko_nsf", "zuko_nsf+lu"], choices=list(MODELS)
+        "--budgets", type=int, nargs="+", default=None, help="default: each task's BUDGETS"
     )
-    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--test", type=int, default=5000)
     parser.add_argument("--observations", type=int, default=5)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--coverage-pairs", type=int, default=100)
-    parser.add_argument("--raw", type=Path, default=Path("runs/sbi.jsonl"))
+    parser.add_argument("--raw", type=Path, default=Path("results/benchmarks/sbi.jsonl"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--note", default="")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rows = []
-    if args.raw.exists():
-        rows = [json.loads(line) for line in args.raw.read_text().splitlines() if line]
     cache: dict = {}
     for task in [] if args.render_only else args.tasks:
-        for budget in args.budgets:
+        for budget in args.budgets or BUDGETS[task]:
             for seed in args.seeds:
                 for model in args.models:
                     row = run(task, budget, model, seed, args, cache)
-                    key = (task, budget, model, seed)
-                    rows = [
-                        r for r in rows if (r["task"], r["budget"], r["model"], r["seed"]) != key
-                    ]
-                    rows.append(row)
-                    args.raw.parent.mkdir(parents=True, exist_ok=True)
-                    args.raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                    save(args.raw, row)
                     print(
                         f"{task} {budget} {model} seed {seed}: NLL {row['nll']:.3f} "
                         f"C2ST {row['c2st']:.3f} cov {row['cov68']:.2f}/{row['cov95']:.2f} "
@@ -290,7 +371,7 @@ def main() -> None:
                         flush=True,
                     )
 
-    table = render(rows, args.note)
+    table = render(load(args.raw), args.note)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)

@@ -105,3 +105,42 @@ def test_coverage_levels():
     assert coverage_levels(torch.tensor([1.0]), samples).item() == 0.0
     assert coverage_levels(torch.tensor([-5.0]), samples).item() == 1.0
     assert coverage_levels(torch.tensor([-1.5]), samples).item() == 0.5
+
+
+def test_two_moons_evidence_is_the_prior_mean_of_the_likelihood():
+    # p(x) = E_prior[p(x | theta)], by brute force over 2e6 prior draws
+    task = TwoMoons()
+    x_o = task.simulate(torch.tensor([[0.3, -0.4], [-0.8, -0.1]]), gen())
+    theta = task.sample_prior(2_000_000, gen(1))
+    for x in x_o:
+        brute = task.log_likelihood(theta, x).exp().mean()
+        estimate = task.log_evidence(x[None], gen(2)).exp()[0]
+        assert torch.isclose(estimate, brute, rtol=0.05)
+
+
+@pytest.mark.parametrize("name", ["two_moons", "gaussian_linear", "gaussian_mixture"])
+def test_log_posterior_floor(name: str):
+    # the true posterior scores better on its own pairs than a wider or shifted one would
+    task = TASKS[name]
+    g = gen()
+    theta = task.sample_prior(2000, g)
+    x = task.simulate(theta, g)
+    log_p = task.log_posterior(theta, x, gen(1))
+    assert log_p.dtype == torch.float64 and torch.isfinite(log_p).all()
+    noisy = task.log_posterior(theta + 0.01 * torch.randn(theta.shape, generator=g), x, gen(1))
+    assert log_p.mean() > noisy[noisy.isfinite()].mean()
+
+
+def test_gaussian_mixture_posterior_normalises():
+    # the box's area times the mean density over uniform draws is 1, near an edge too
+    task = sbi_tasks.GaussianMixture()
+    theta = task.sample_prior(4_000_000, gen())
+    for x in (torch.tensor([0.5, -2.0]), torch.tensor([9.5, 0.0])):
+        total = 400 * task.log_posterior(theta, x.expand(1, 2), gen()).exp().mean()
+        assert abs(total.item() - 1) < 0.05
+
+
+def test_no_exact_posterior_for_slcp():
+    task = TASKS["slcp"]
+    with pytest.raises(NotImplementedError):
+        task.log_posterior(torch.zeros(1, 5), torch.zeros(1, 8), gen())
