@@ -28,6 +28,7 @@ from .options import (
     ORTHOGONAL,
     check_choice,
     check_features,
+    check_scale,
 )
 from .transforms import LUTransform
 
@@ -62,7 +63,11 @@ class LUParameters(nn.Module):
 
     Two initialisations, both with :math:`\operatorname{cond}(W) = 1`: the identity
     (:math:`L = U = I`, :math:`b = 0`), and the PLU factors of a random orthogonal
-    matrix, with the permutation :math:`P` kept fixed (Glow's).
+    matrix, with the permutation :math:`P` kept fixed (Glow's). An `init_scale`
+    :math:`s` multiplies :math:`U`'s starting diagonal, so that the block starts as
+    :math:`s I` (or :math:`s Q`), with :math:`\log |\det W| = D \log s`: the last
+    block of a variational guide's flow starts at the scale of Pyro's
+    ``AutoNormal`` (0.1) this way.
 
     A context can shift the parameters (see :meth:`forward`): with ``"diag"`` it
     shifts :math:`\log |U_{ii}|` through a scale of the output and shifts :math:`b`
@@ -85,9 +90,13 @@ class LUParameters(nn.Module):
         bias: Whether the block has a bias :math:`b`.
         init: The initialisation, ``"identity"`` or ``"orthogonal"``.
         diagonal: The parameterisation of :math:`U`'s diagonal, ``"exp"`` or ``"softplus"``.
+        init_scale: The starting scale :math:`s > 0` of :math:`W`.
 
     Example:
         >>> _ = torch.manual_seed(0)
+        >>> LUParameters(2, init_scale=0.1)().weight.detach()
+        tensor([[0.1000, 0.0000],
+                [0.0000, 0.1000]])
         >>> params = LUParameters(3, init="orthogonal")
         >>> t = params()
         >>> W = t.weight
@@ -103,10 +112,12 @@ class LUParameters(nn.Module):
         bias: bool = True,
         init: str = IDENTITY,
         diagonal: str = EXP,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
 
         self.features = D = check_features(features)
+        scale = check_scale(init_scale)
         self.diagonal = check_choice(diagonal, DIAGONALS, "diagonal")
         check_choice(init, INITS, "init")
 
@@ -124,7 +135,7 @@ class LUParameters(nn.Module):
         else:
             d = torch.ones(D)
 
-        R.diagonal().copy_(self._unconstrain(d.abs()))
+        R.diagonal().copy_(self._unconstrain(scale * d.abs()))
         self.R = nn.Parameter(R)
         self.bias = nn.Parameter(torch.zeros(D)) if bias else None
         self.register_buffer("sign", sign)
