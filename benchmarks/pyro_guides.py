@@ -188,11 +188,11 @@ def run(model_name: str, make, seed: int, args, decay: float = 0.1) -> dict:
 
 
 def cell(values: list[float], digits: int = 2) -> str:
-    r"""Returns "mean (v1 / v2 / ...)"; the mean is NaN if a run diverged."""
+    r"""Returns "mean (v1 / v2 / ...)", a diverged run (NaN) marked as such."""
 
-    mean = statistics.fmean(values)
-    each = " / ".join(f"{v:.{digits}f}" for v in values)
-    return f"{mean:.{digits}f} ({each})"
+    show = lambda v: "diverged" if math.isnan(v) else f"{v:.{digits}f}"
+    each = " / ".join(map(show, values))
+    return f"{show(statistics.fmean(values))} ({each})"
 
 
 def table(model_name: str, results: dict) -> list[str]:
@@ -222,8 +222,11 @@ def diagnosis(results: dict) -> list[str]:
         for name, runs in results[schedule].items():
             elbo = [r["elbo"] for r in runs]
             gap = statistics.fmean(elbo) - normal
-            taus = " / ".join(f"{r['tau']:.2f}" for r in runs)
-            lines.append(f"| {name} | {schedule} | {cell(elbo)} | {gap:+.2f} | {taus} |")
+            gap = "diverged" if math.isnan(gap) else f"{gap:+.2f}"
+            taus = " / ".join(
+                "diverged" if math.isnan(r["elbo"]) else f"{r['tau']:.2f}" for r in runs
+            )
+            lines.append(f"| {name} | {schedule} | {cell(elbo)} | {gap} | {taus} |")
     return [*lines, ""]
 
 
@@ -281,7 +284,8 @@ def main() -> None:
         f"particles, seeds {', '.join(map(str, args.seeds))}. ELBO: the mean of "
         f"log p(x, z) - log q(z) over {args.draws} fresh draws z ~ q; IWAE: "
         f"log (1/K) sum_k p(x, z_k) / q(z_k) with the same K = {args.draws} draws; both "
-        "in nats, higher is better, both below log Z. s / run: training seconds.",
+        "in nats, higher is better, both at most log Z in expectation (an estimate can "
+        "exceed it by its noise). s / run: training seconds.",
         "",
         "Guides: Pyro's autoguides with their defaults (AutoNormal: init_to_feasible, scale "
         "0.1; AutoMultivariateNormal: init_to_median; AutoIAFNormal with 1 or 2 "
@@ -303,7 +307,7 @@ def main() -> None:
             "blocks, alpha 0.1 fixed, scale 1), at the table's schedule and at the constant "
             "lr 1e-2 of Pyro's examples (the setting of the original report). Median tau: "
             "of 1000 draws of the trained guide; the posterior's is about 3 to 4, a guide "
-            "settled in the small-tau mode has it below 1.",
+            "settled in the small-tau mode has it below 1. Diverged: the training met a NaN.",
             "",
             *diagnosis(diag),
         ]

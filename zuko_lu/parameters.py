@@ -128,14 +128,15 @@ class LUParameters(nn.Module):
         if init == ORTHOGONAL:
             Q, _ = torch.linalg.qr(torch.randn(D, D))
             P, L, U = torch.linalg.lu(Q)
+            U = scale * U  # W = s Q
             R = L.tril(-1) + U.triu(1)
             d = U.diagonal()
             sign = d.sign()
             perm = P.argmax(dim=1)  # (P v)_i = v_{perm_i}
         else:
-            d = torch.ones(D)
+            d = torch.full((D,), scale)
 
-        R.diagonal().copy_(self._unconstrain(scale * d.abs()))
+        R.diagonal().copy_(self._unconstrain(d.abs()))
         self.R = nn.Parameter(R)
         self.bias = nn.Parameter(torch.zeros(D)) if bias else None
         self.register_buffer("sign", sign)
