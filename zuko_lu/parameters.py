@@ -64,10 +64,11 @@ class LUParameters(nn.Module):
     Two initialisations, both with :math:`\operatorname{cond}(W) = 1`: the identity
     (:math:`L = U = I`, :math:`b = 0`), and the PLU factors of a random orthogonal
     matrix, with the permutation :math:`P` kept fixed (Glow's). An `init_scale`
-    :math:`s` multiplies :math:`U`'s starting diagonal, so that the block starts as
-    :math:`s I` (or :math:`s Q`), with :math:`\log |\det W| = D \log s`: the last
-    block of a variational guide's flow starts at the scale of Pyro's
-    ``AutoNormal`` (0.1) this way.
+    :math:`s` multiplies the starting :math:`U`, so that :math:`W` starts as :math:`s I`
+    (or :math:`s Q`), with :math:`\log |\det W| = D \log s`: the last block of a
+    variational guide's flow starts narrow this way (:func:`zuko_lu.pyro.lu_guide`
+    uses :math:`s = 0.1`). With the softplus diagonal, :math:`s` must be at least
+    :math:`2 \cdot 10^{-3}` to be exact (the diagonal's floor is :math:`10^{-3}`).
 
     A context can shift the parameters (see :meth:`forward`): with ``"diag"`` it
     shifts :math:`\log |U_{ii}|` through a scale of the output and shifts :math:`b`
