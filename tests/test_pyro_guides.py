@@ -64,7 +64,7 @@ def test_lu_net_scales_the_last_block_only(device: torch.device) -> None:
     assert torch.allclose(blocks[-1].params().weight, 0.1 * eye)
 
 
-def test_lu_guide_starts_at_autonormal_scale() -> None:
+def test_lu_guide_starts_no_wider_than_autonormal() -> None:
     pyro.clear_param_store()
     widths = {}
     for name, guide in [("old", AutoNormalizingFlow(eight_schools, lu_net)),
