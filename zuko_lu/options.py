@@ -22,7 +22,10 @@ __all__ = [
     "check_context",
     "check_features",
     "check_options",
+    "check_scale",
 ]
+
+import math
 
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,6 +100,21 @@ def check_alpha(alpha: float) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha: expected a number in the open interval (0, 1), got {alpha!r}")
     return float(alpha)
+
+
+def check_scale(scale: float, name: str = "init_scale") -> float:
+    r"""Returns a positive, finite scale as a float; raises a :class:`ValueError`
+    naming the argument otherwise.
+
+    Example:
+        >>> check_scale(0.1)
+        0.1
+    """
+
+    ok = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not ok or not 0 < scale < math.inf:
+        raise ValueError(f"{name}: expected a positive finite number, got {scale!r}")
+    return float(scale)
 
 
 def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:

@@ -28,6 +28,7 @@ from .options import (
     ORTHOGONAL,
     check_choice,
     check_features,
+    check_scale,
 )
 from .transforms import LUTransform
 
@@ -62,7 +63,12 @@ class LUParameters(nn.Module):
 
     Two initialisations, both with :math:`\operatorname{cond}(W) = 1`: the identity
     (:math:`L = U = I`, :math:`b = 0`), and the PLU factors of a random orthogonal
-    matrix, with the permutation :math:`P` kept fixed (Glow's).
+    matrix, with the permutation :math:`P` kept fixed (Glow's). An `init_scale`
+    :math:`s` multiplies the starting :math:`U`, so that :math:`W` starts as :math:`s I`
+    (or :math:`s Q`), with :math:`\log |\det W| = D \log s`: the last block of a
+    variational guide's flow starts narrow this way (:func:`zuko_lu.pyro.lu_guide`
+    uses :math:`s = 0.1`). With the softplus diagonal, :math:`s` must be at least
+    :math:`2 \cdot 10^{-3}` to be exact (the diagonal's floor is :math:`10^{-3}`).
 
     A context can shift the parameters (see :meth:`forward`): with ``"diag"`` it
     shifts :math:`\log |U_{ii}|` through a scale of the output and shifts :math:`b`
@@ -85,9 +91,13 @@ class LUParameters(nn.Module):
         bias: Whether the block has a bias :math:`b`.
         init: The initialisation, ``"identity"`` or ``"orthogonal"``.
         diagonal: The parameterisation of :math:`U`'s diagonal, ``"exp"`` or ``"softplus"``.
+        init_scale: The starting scale :math:`s > 0` of :math:`W`.
 
     Example:
         >>> _ = torch.manual_seed(0)
+        >>> LUParameters(2, init_scale=0.1)().weight.detach()
+        tensor([[0.1000, 0.0000],
+                [0.0000, 0.1000]])
         >>> params = LUParameters(3, init="orthogonal")
         >>> t = params()
         >>> W = t.weight
@@ -103,10 +113,12 @@ class LUParameters(nn.Module):
         bias: bool = True,
         init: str = IDENTITY,
         diagonal: str = EXP,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
 
         self.features = D = check_features(features)
+        scale = check_scale(init_scale)
         self.diagonal = check_choice(diagonal, DIAGONALS, "diagonal")
         check_choice(init, INITS, "init")
 
@@ -117,12 +129,13 @@ class LUParameters(nn.Module):
         if init == ORTHOGONAL:
             Q, _ = torch.linalg.qr(torch.randn(D, D))
             P, L, U = torch.linalg.lu(Q)
+            U = scale * U  # W = s Q
             R = L.tril(-1) + U.triu(1)
             d = U.diagonal()
             sign = d.sign()
             perm = P.argmax(dim=1)  # (P v)_i = v_{perm_i}
         else:
-            d = torch.ones(D)
+            d = torch.full((D,), scale)
 
         R.diagonal().copy_(self._unconstrain(d.abs()))
         self.R = nn.Parameter(R)

@@ -24,6 +24,8 @@ __all__ = [
     "conditional_lu_linear",
     "conditional_lu_net",
     "leaky_softplus",
+    "lu_autoregressive",
+    "lu_guide",
     "lu_linear",
     "lu_net",
 ]
@@ -31,6 +33,7 @@ __all__ = [
 import importlib
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -41,6 +44,8 @@ from pyro.distributions.conditional import (
     ConditionalTransformModule,
 )
 from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
+from pyro.distributions.transforms import affine_autoregressive
+from pyro.infer.autoguide import AutoNormalizingFlow
 from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import constraints
@@ -54,6 +59,7 @@ from .options import (
     check_alpha,
     check_choice,
     check_features,
+    check_scale,
 )
 from .parameters import LUParameters, slope_logits
 from .transforms import LeakySoftplusTransform, LUTransform, slope
@@ -96,6 +102,8 @@ class LULinear(CachedTransform, TransformModule):
         bias: Whether the block has a bias :math:`b`.
         init: ``"identity"`` or ``"orthogonal"`` (PLU of a random orthogonal matrix).
         diagonal: The parameterisation of :math:`U`'s diagonal, ``"exp"`` or ``"softplus"``.
+        init_scale: The starting scale :math:`s > 0` of :math:`LU` (:math:`s I` with the
+            identity initialisation).
         cache_size: 1 to cache the last :math:`(x, y)` pair (dropped when a parameter
             changes), 0 not to.
 
@@ -118,11 +126,14 @@ class LULinear(CachedTransform, TransformModule):
         bias: bool = True,
         init: str = IDENTITY,
         diagonal: str = EXP,
+        init_scale: float = 1.0,
         cache_size: int = 1,
     ) -> None:
         super().__init__(cache_size=cache_size)
         check_features(input_dim, "input_dim")
-        self.params = LUParameters(input_dim, bias=bias, init=init, diagonal=diagonal)
+        self.params = LUParameters(
+            input_dim, bias=bias, init=init, diagonal=diagonal, init_scale=init_scale
+        )
         self.clear_cache()
 
     __repr__ = nn.Module.__repr__
@@ -335,12 +346,16 @@ def lu_net(
     transforms: int = 3,
     alpha: float = 0.1,
     learnable_alpha: bool = False,
+    init_scale: float = 1.0,
     cache_size: int = 1,
     **kwargs,
 ) -> ComposeTransformModule:
     r"""Creates an LU-Net: :math:`T` LU blocks with activations and a last LU block.
 
     .. math:: h_k = \phi(L_k U_k h_{k-1} + b_k) \; (k \le T), \quad y = L_M U_M h_T + b_M
+
+    The last block starts as :math:`s I` (`init_scale` :math:`s`), the others as the
+    identity (or orthogonal matrices); :func:`lu_guide` uses :math:`s = 0.1`.
 
     The forward (base to data in Pyro's terms) is the paper's layer map, the cheap
     direction; it contracts (:math:`\phi' \in (\alpha, 1)`), which keeps a variational
@@ -358,6 +373,7 @@ def lu_net(
         transforms: The number :math:`T` of LU blocks followed by an activation.
         alpha: The activations' slope :math:`\alpha \in (0, 1)`.
         learnable_alpha: Whether the activations learn per-feature slopes.
+        init_scale: The starting scale :math:`s > 0` of the last LU block.
         cache_size: The parts' cache size.
         kwargs: Keyword arguments passed to :class:`LULinear` (`bias`, `init`, `diagonal`).
 
@@ -372,11 +388,115 @@ def lu_net(
 
     check_features(input_dim, "input_dim")
     check_features(transforms, "transforms")
+    check_scale(init_scale)
     parts = []
-    for _ in range(transforms + 1):
-        parts.append(LULinear(input_dim, cache_size=cache_size, **kwargs))
+    for k in range(transforms + 1):
+        scale = init_scale if k == transforms else 1.0
+        parts.append(LULinear(input_dim, init_scale=scale, cache_size=cache_size, **kwargs))
         parts.append(LeakySoftplus(alpha, input_dim, learnable_alpha, cache_size=cache_size))
     return ComposeTransformModule(parts[:-1])
+
+
+def lu_autoregressive(
+    input_dim: int,
+    transforms: int = 2,
+    hidden_dims: Sequence[int] | None = None,
+    init_scale: float = 1.0,
+    cache_size: int = 1,
+    **kwargs,
+) -> ComposeTransformModule:
+    r"""Creates an LU + autoregressive hybrid: :math:`T` pairs of an LU block and Pyro's
+    affine autoregressive transform, and a last LU block.
+
+    .. math:: h_k = f_k(L_k U_k h_{k-1} + b_k) \; (k \le T), \quad y = L_M U_M h_T + b_M
+
+    where :math:`f_k` is :func:`pyro.distributions.transforms.affine_autoregressive`
+    (an IAF layer in base-to-data direction): the LU blocks mix all features linearly
+    and learn their order, in place of the fixed permutations of
+    ``AutoIAFNormal``. The last block starts as :math:`s I`.
+
+    Arguments:
+        input_dim: The number of features :math:`D`.
+        transforms: The number :math:`T` of autoregressive transforms.
+        hidden_dims: Their hidden widths (Pyro's default, :math:`[3D + 1]`, if :py:`None`).
+        init_scale: The starting scale :math:`s > 0` of the last LU block.
+        cache_size: The LU blocks' cache size.
+        kwargs: Keyword arguments passed to :class:`LULinear` (`bias`, `init`, `diagonal`).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> _ = torch.manual_seed(0)
+        >>> t = lu_autoregressive(3, transforms=2, init_scale=0.1)
+        >>> d = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1).to_event(1), [t])
+        >>> d.log_prob(d.sample((5,))).shape
+        torch.Size([5])
+    """
+
+    check_features(input_dim, "input_dim")
+    check_features(transforms, "transforms")
+    check_scale(init_scale)
+    hidden = None if hidden_dims is None else list(hidden_dims)
+    parts = []
+    for _ in range(transforms):
+        parts.append(LULinear(input_dim, cache_size=cache_size, **kwargs))
+        parts.append(affine_autoregressive(input_dim, hidden_dims=hidden))
+    parts.append(LULinear(input_dim, init_scale=init_scale, cache_size=cache_size, **kwargs))
+    return ComposeTransformModule(parts)
+
+
+def lu_guide(
+    model: Any,
+    transforms: int = 3,
+    init_scale: float = 0.1,
+    learnable_alpha: bool = True,
+    **kwargs,
+) -> AutoNormalizingFlow:
+    r"""Creates a variational guide: Pyro's
+    :class:`~pyro.infer.autoguide.AutoNormalizingFlow` with an :func:`lu_net` flow whose
+    last block starts at the scale `init_scale`.
+
+    The guide draws :math:`z = T(\epsilon)`, :math:`\epsilon \sim \mathcal{N}(0, I)`,
+    in the model's unconstrained space, with :math:`T` the :func:`lu_net` whose last
+    block starts as :math:`s I` and whose activations learn per-feature slopes
+    :math:`\alpha_i`. Both options come from measurements on Pyro's eight schools
+    (``benchmarks/pyro_guides.py``): with :func:`lu_net`'s defaults the guide starts at
+    a width of about 0.34 per coordinate (the activations contract
+    :math:`\mathcal{N}(0, 1)`), wider than ``AutoNormal``'s 0.1, and its fixed slopes
+    keep it from the near-linear map that the near-Gaussian posterior asks for (learnt,
+    they rise from 0.1 to between 0.59 and 0.97). At Pyro's constant learning rate 1e-2,
+    two of three seeds of the defaults ended in a small-:math:`\tau` mode; :math:`s = 0.1`
+    removed it. Decay the learning rate: with it the guide tied ``AutoNormal`` there.
+
+    Arguments:
+        model: The Pyro model.
+        transforms: The number :math:`T` of LU blocks followed by an activation.
+        init_scale: The starting scale :math:`s > 0` of the last LU block.
+        learnable_alpha: Whether the activations learn per-feature slopes.
+        kwargs: Keyword arguments passed to :func:`lu_net` (`alpha`, `init`, ...).
+
+    Returns:
+        The guide, whose flow is built on its first call.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(torch.zeros(3), 1).to_event(1))
+        >>> _ = pyro.set_rng_seed(0)
+        >>> guide = lu_guide(model)
+        >>> guide()["x"].shape
+        torch.Size([3])
+    """
+
+    check_features(transforms, "transforms")
+    check_scale(init_scale)
+    make = partial(
+        lu_net,
+        transforms=transforms,
+        init_scale=init_scale,
+        learnable_alpha=learnable_alpha,
+        **kwargs,
+    )
+    return AutoNormalizingFlow(model, make)
 
 
 def conditional_lu_net(
