@@ -121,3 +121,17 @@ def test_transforms_errors_name_the_argument() -> None:
         lu_autoregressive(2, transforms=0)
     with pytest.raises(ValueError, match="transforms"):
         lu_guide(eight_schools, transforms=0)
+
+
+def test_init_scale_in_the_zuko_face(device: torch.device) -> None:
+    from zuko_lu import LULinear as ZukoLULinear
+    from zuko_lu.convert import to_zuko
+
+    t = ZukoLULinear(3, init_scale=0.1).to(device)
+    assert torch.allclose(t().weight, 0.1 * torch.eye(3, device=device))
+    with pytest.raises(ValueError, match="init_scale"):
+        ZukoLULinear(3, init_scale=0.0)
+    # the Pyro face's scaled guide flow converts with its weights
+    flow = to_zuko(lu_net(3, transforms=1, init_scale=0.1)).to(device)
+    x = torch.randn(4, 3, device=device)
+    assert torch.isfinite(flow().log_prob(x)).all()

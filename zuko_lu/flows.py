@@ -78,6 +78,8 @@ class LULinear(LazyTransform):
         conditioning: ``"diag"`` or ``"full"``, when :py:`context > 0`.
         hidden_features: The hidden widths of the hyper-network, :py:`(64, 64)` if
             :py:`None`; only with :py:`context > 0`.
+        init_scale: The starting scale :math:`s > 0` of :math:`W` (:math:`s I`, or
+            :math:`s Q` with the orthogonal initialisation), as in the Pyro face.
         kwargs: Keyword arguments passed to :class:`zuko.nn.MLP`; only with
             :py:`context > 0`.
 
@@ -101,6 +103,7 @@ class LULinear(LazyTransform):
         diagonal: str = EXP,
         conditioning: str = DIAG,
         hidden_features: Sequence[int] | None = None,
+        init_scale: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -108,7 +111,9 @@ class LULinear(LazyTransform):
         check_features(features)
         check_context(context)
 
-        self.params = LUParameters(features, bias=bias, init=init, diagonal=diagonal)
+        self.params = LUParameters(
+            features, bias=bias, init=init, diagonal=diagonal, init_scale=init_scale
+        )
         self.context = context
         self.conditioning = check_choice(conditioning, CONDITIONINGS, "conditioning")
 

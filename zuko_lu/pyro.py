@@ -34,7 +34,7 @@ import importlib
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,6 @@ from pyro.distributions.conditional import (
 )
 from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
 from pyro.distributions.transforms import affine_autoregressive
-from pyro.infer.autoguide import AutoNormalizingFlow
 from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import constraints
@@ -63,6 +62,9 @@ from .options import (
 )
 from .parameters import LUParameters, slope_logits
 from .transforms import LeakySoftplusTransform, LUTransform, slope
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyro.infer.autoguide import AutoNormalizingFlow
 
 # name -> module that defines it, loaded on first access (PEP 562): the conversions,
 # which live with both faces in zuko_lu.convert; they import zuko only when called on
@@ -486,6 +488,8 @@ def lu_guide(
         >>> guide()["x"].shape
         torch.Size([3])
     """
+
+    from pyro.infer.autoguide import AutoNormalizingFlow  # pyro.infer: only when asked
 
     check_features(transforms, "transforms")
     check_scale(init_scale)
