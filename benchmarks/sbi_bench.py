@@ -225,6 +225,17 @@ def floor(task_name: str, test: int) -> float | None:
     return -log_p.mean().item()
 
 
+def _deltas(groups: dict[tuple, list[dict]], key: str) -> dict[tuple, list[float]]:
+    # (task, budget, LU model) -> differences of `key` to the baseline, seed by seed
+    out = {}
+    for (task, budget, model), rs in groups.items():
+        base = {r["seed"]: r[key] for r in groups.get((task, budget, BASELINES.get(model)), [])}
+        deltas = [r[key] - base[r["seed"]] for r in rs if r["seed"] in base]
+        if deltas:
+            out[(task, budget, model)] = deltas
+    return out
+
+
 def render(rows: list[dict], note: str) -> str:
     import sbi
     import zuko
@@ -277,31 +288,39 @@ def render(rows: list[dict], note: str) -> str:
         "(negative: LU better):",
         "",
     ]
-    for (task, budget, model), rs in groups.items():
-        baseline = BASELINES.get(model)
-        if (task, budget, baseline) not in groups:
-            continue
-        base = {r["seed"]: r for r in groups[(task, budget, baseline)]}
-        pairs = [
-            (r["nll"] - base[r["seed"]]["nll"], r["c2st"] - base[r["seed"]]["c2st"])
-            for r in rs
-            if r["seed"] in base
+    pairs_of, c2st_of = _deltas(groups, "nll"), _deltas(groups, "c2st")
+    for (task, budget, model), d in pairs_of.items():
+        each = " ".join(f"{a:+.3f}" for a in d)
+        lines.append(
+            f"- {task}, {budget:,} sims, {model} - {BASELINES[model]}: NLL "
+            f"{statistics.mean(d):+.3f} ({each}); "
+            f"C2ST {statistics.mean(c2st_of[(task, budget, model)]):+.3f}"
+        )
+    if pairs_of:
+        cells = sorted(
+            {(t, b) for t, b, _ in pairs_of}, key=lambda k: (list(TASKS).index(k[0]), k[1])
+        )
+        lines += [
+            "",
+            "Summary, held-out NLL with LU blocks minus without (mean over seeds; seeds "
+            "better/of; negative: LU better):",
+            "",
+            "| task | sims | " + " | ".join(f"{m} - {b}" for m, b in BASELINES.items()) + " |",
+            "|---|---|" + "---|" * len(BASELINES),
         ]
-        if pairs:
-            d = " ".join(f"{a:+.3f}" for a, _ in pairs)
-            dnll = statistics.mean(a for a, _ in pairs)
-            dc2st = statistics.mean(b for _, b in pairs)
-            lines.append(
-                f"- {task}, {budget:,} sims, {model} - {baseline}: NLL {dnll:+.3f} ({d}); "
-                f"C2ST {dc2st:+.3f}"
-            )
-    missing = [
-        f"{task} {budget:,} {model}"
-        for task, budgets in BUDGETS.items()
-        for budget in budgets
-        for model in MODELS
-        if (task, budget, model) not in groups
-    ]
+        for t, b in cells:
+            row = []
+            for m in BASELINES:
+                d = pairs_of.get((t, b, m))
+                better = sum(x < 0 for x in d) if d else 0
+                row.append("" if not d else f"{statistics.mean(d):+.3f} ({better}/{len(d)})")
+            lines.append(f"| {t} | {b:,} | " + " | ".join(row) + " |")
+    missing = []
+    for task, budgets in BUDGETS.items():
+        for budget in budgets:
+            absent = [m for m in MODELS if (task, budget, m) not in groups]
+            if absent:
+                missing.append(f"{task} at {budget:,}: {', '.join(absent)}")
     if missing:
         lines += ["", "Not run (of the default grid): " + "; ".join(missing) + "."]
     settings = {(r["test"], r["observations"], r["samples"], r["coverage_pairs"]) for r in rows}
