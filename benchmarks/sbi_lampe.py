@@ -73,7 +73,7 @@ class LampeEstimator(nn.Module):
         kept, total = [], 0
         while total < n:
             theta = self.sample((2 * n,), x_o[None])[:, 0]
-            theta = theta[torch.isfinite(prior.log_prob(theta))]
+            theta = theta[prior.support.check(theta)]
             kept.append(theta)
             total += len(theta)
         return torch.cat(kept)[:n]

@@ -57,3 +57,22 @@ def test_lampe_estimator_density_is_standardised_correctly(bench):
         density = estimator.log_prob(points[None], torch.zeros(len(points), 1)).exp()
     area = (grid[1] - grid[0]) ** 2
     assert abs((density.sum() * area).item() - 1) < 0.02
+
+
+def test_lampe_posterior_draws_stay_in_the_prior(bench):
+    # with torch's argument validation on, as a user who has not imported zuko has it
+    from benchmarks.sbi_lampe import LampeEstimator
+    from benchmarks.sbi_tasks import TASKS
+
+    task = TASKS["two_moons"]
+    g = torch.Generator().manual_seed(0)
+    theta = task.sample_prior(200, g)
+    estimator = LampeEstimator("lampe_maf", 3 * theta, task.simulate(theta, g))  # too wide
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    try:
+        with torch.no_grad():
+            draws = estimator.posterior_sample(300, torch.zeros(2), task.prior)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
+    assert draws.shape == (300, 2) and task.prior.support.check(draws).all()
