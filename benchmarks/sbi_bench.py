@@ -13,9 +13,10 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   ``zuko_nsf`` is :py:`zuko_lu.sbi.posterior_nn("zuko_nsf", lu=False)` (sbi's own
   estimator), ``zuko_nsf+lu`` :py:`posterior_nn("zuko_nsf")` (LU blocks interleaved),
   and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms, 50
-  hidden units, 10 bins). lampe's models (``lampe_nsf``, ``lampe_lunsf``,
-  ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with ``build=`` zuko's
-  NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
+  hidden units, 10 bins). Outside the default grid, ``zuko_nsf+lu_noctx`` has LU blocks
+  that do not take the data (:py:`lu_context=False`). lampe's models (``lampe_nsf``,
+  ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with
+  ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
   :mod:`benchmarks.sbi_lampe`.
 * **held-out NLL**: :math:`-\log q(\theta \mid x)` of the estimator (not renormalised to
   the prior's support), mean over `--test` fresh pairs (one fixed set per task).
@@ -64,12 +65,13 @@ from benchmarks.sbi_lampe import LampeEstimator, train  # noqa: E402
 from benchmarks.sbi_report import BUDGETS, MODELS, render  # noqa: E402
 from benchmarks.sbi_tasks import TASKS, c2st, coverage_levels  # noqa: E402
 
-#: sbi's models: name -> (sbi's model, whether LU blocks are interleaved)
+#: sbi's models: name -> (sbi's model, LU blocks interleaved, their lu_context)
 SBI_MODELS = {
-    "zuko_nsf": ("zuko_nsf", False),
-    "zuko_nsf+lu": ("zuko_nsf", True),
-    "zuko_maf": ("zuko_maf", False),
-    "zuko_maf+lu": ("zuko_maf", True),
+    "zuko_nsf": ("zuko_nsf", False, True),
+    "zuko_nsf+lu": ("zuko_nsf", True, True),
+    "zuko_maf": ("zuko_maf", False, True),
+    "zuko_maf+lu": ("zuko_maf", True, True),
+    "zuko_nsf+lu_noctx": ("zuko_nsf", True, False),  # not in the default grid
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 
@@ -77,8 +79,8 @@ TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 def builder(model: str):
     from zuko_lu.sbi import posterior_nn
 
-    name, lu = SBI_MODELS[model]
-    return posterior_nn(name, lu=lu)
+    name, lu, lu_context = SBI_MODELS[model]
+    return posterior_nn(name, lu=lu, lu_context=lu_context)
 
 
 def step_time(model: str, theta: torch.Tensor, x: torch.Tensor) -> float:
@@ -228,7 +230,9 @@ def main() -> None:
         "--budgets", type=int, nargs="+", default=None, help="default: each task's BUDGETS"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=[*MODELS, *SBI_MODELS]
+    )
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--test", type=int, default=5000)
     parser.add_argument("--observations", type=int, default=5)

@@ -26,6 +26,7 @@ MODELS = (
 #: each model with LU blocks -> the same model without
 BASELINES = {
     "zuko_nsf+lu": "zuko_nsf",
+    "zuko_nsf+lu_noctx": "zuko_nsf",
     "zuko_maf+lu": "zuko_maf",
     "lampe_lunsf": "lampe_nsf",
     "lampe_lumaf": "lampe_maf",
