@@ -98,3 +98,23 @@ def test_lunet_eval_matches_train():
         assert torch.allclose(flow().transform.inv(z), x, atol=1e-5)
         fresh = roundtrip_state(flow, LUNet(6, transforms=2, init="orthogonal").eval())
         assert torch.allclose(fresh().log_prob(x), lp, atol=1e-5)
+
+
+def test_copies_and_pickles_start_with_an_empty_eval_cache():
+    # the cached W are views of the module's parameters: a copy must not carry them
+    import copy
+    import pickle
+
+    from zuko_lu import LULinear
+
+    torch.manual_seed(0)
+    t = LULinear(3)
+    t.eval()
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        y = t()(x)
+    assert t.params._cache.value is not None
+    for other in (copy.deepcopy(t), pickle.loads(pickle.dumps(t))):
+        assert other.params._cache.value is None
+        with torch.no_grad():
+            assert torch.equal(other()(x), y)

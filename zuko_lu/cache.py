@@ -64,7 +64,11 @@ def version_key(module: nn.Module, recurse: bool = True) -> tuple:
 
 
 class VersionCache:
-    r"""Creates a cache of one value, kept with the key it was computed under.
+    r"""Creates a cache of one value, kept with the key it was computed under. A copy or
+    a pickle of it is empty: the value's tensors belong to the module that computed
+    them (views of its parameters, made under :func:`torch.no_grad`, which
+    :func:`copy.deepcopy` refuses once a parameter has changed in place), and a copied
+    module's parameters have other addresses anyway.
 
     Example:
         >>> cache = VersionCache()
@@ -81,6 +85,9 @@ class VersionCache:
         r"""Drops the value."""
 
         self.key = self.value = None
+
+    def __reduce__(self) -> tuple:
+        return type(self), ()
 
     def get(self, key: Any, make: Callable[[], Any]) -> Any:
         r"""Returns the value if it was computed under `key`, else :py:`make()`, kept."""
