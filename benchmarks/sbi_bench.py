@@ -105,12 +105,20 @@ def step_time(model: str, theta: torch.Tensor, x: torch.Tensor) -> float:
     return statistics.median(times)
 
 
+def simulations(task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""`n` prior draws and their simulations, from a generator seeded by `seed`: the
+    training set of a run (its seed), the test pairs (:data:`TEST_SEED`) and the
+    observations (:data:`OBS_SEED`)."""
+
+    gen = torch.Generator().manual_seed(seed)
+    theta = task.sample_prior(n, gen)
+    return theta, task.simulate(theta, gen)
+
+
 def observations(task, k: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     r"""The task's fixed observations and `n` reference draws at each."""
 
-    gen = torch.Generator().manual_seed(OBS_SEED)
-    theta = task.sample_prior(k, gen)
-    x = task.simulate(theta, gen)
+    _, x = simulations(task, k, OBS_SEED)
     ref = torch.Generator().manual_seed(REF_SEED)
     return [(x[i], task.reference(x[i], n, ref)) for i in range(k)]
 
@@ -119,9 +127,7 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     from sbi.inference import NPE
 
     task = TASKS[task_name]
-    gen = torch.Generator().manual_seed(seed)
-    theta = task.sample_prior(budget, gen)
-    x = task.simulate(theta, gen)
+    theta, x = simulations(task, budget, seed)
 
     start = time.perf_counter()
     if model in LAMPE:
@@ -139,9 +145,7 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     estimator.eval()
 
     if task_name not in cache:
-        tgen = torch.Generator().manual_seed(TEST_SEED)
-        test_theta = task.sample_prior(args.test, tgen)
-        test_x = task.simulate(test_theta, tgen)
+        test_theta, test_x = simulations(task, args.test, TEST_SEED)
         cache[task_name] = (
             test_theta,
             test_x,
@@ -195,9 +199,7 @@ def floor(task_name: str, test: int) -> float | None:
     estimator can reach in expectation (:py:`None` where the task has no exact density)."""
 
     task = TASKS[task_name]
-    gen = torch.Generator().manual_seed(TEST_SEED)
-    theta = task.sample_prior(test, gen)
-    x = task.simulate(theta, gen)
+    theta, x = simulations(task, test, TEST_SEED)
     try:
         log_p = task.log_posterior(theta, x, torch.Generator().manual_seed(TEST_SEED + 1))
     except NotImplementedError:

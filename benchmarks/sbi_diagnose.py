@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sbi_bench import TEST_SEED  # noqa: E402
+from benchmarks.sbi_bench import TEST_SEED, simulations  # noqa: E402
 from benchmarks.sbi_tasks import TASKS  # noqa: E402
 
 
@@ -44,12 +44,8 @@ def main() -> None:
     from zuko_lu.sbi import posterior_nn
 
     task = TASKS[args.task]
-    gen = torch.Generator().manual_seed(args.seed)
-    theta = task.sample_prior(args.budget, gen)
-    x = task.simulate(theta, gen)
-    tgen = torch.Generator().manual_seed(TEST_SEED)
-    test_theta = task.sample_prior(5000, tgen)
-    test_x = task.simulate(test_theta, tgen)
+    theta, x = simulations(task, args.budget, args.seed)
+    test_theta, test_x = simulations(task, 5000, TEST_SEED)
 
     torch.manual_seed(args.seed)
     build = posterior_nn(args.model, **json.loads(args.options))
