@@ -14,7 +14,10 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   estimator), ``zuko_nsf+lu`` :py:`posterior_nn("zuko_nsf")` (LU blocks interleaved),
   and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms, 50
   hidden units, 10 bins). Outside the default grid, ``zuko_nsf+lu_noctx`` has LU blocks
-  that do not take the data (:py:`lu_context=False`). lampe's models (``lampe_nsf``,
+  that do not take the data (:py:`lu_context=False`), and ``zuko_nsf+lu_first`` and
+  ``zuko_maf+lu_first`` one more block, between the z-scoring and the first
+  transformation, and every block's whole matrix chosen by the data
+  (:py:`lu={"first": True, "conditioning": "full"}`). lampe's models (``lampe_nsf``,
   ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with
   ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
   :mod:`benchmarks.sbi_lampe`.
@@ -65,13 +68,16 @@ from benchmarks.sbi_lampe import LampeEstimator, train  # noqa: E402
 from benchmarks.sbi_report import BUDGETS, MODELS, render  # noqa: E402
 from benchmarks.sbi_tasks import TASKS, c2st, coverage_levels  # noqa: E402
 
-#: sbi's models: name -> (sbi's model, LU blocks interleaved, their lu_context)
+#: sbi's models: name -> (sbi's model, posterior_nn's lu, its lu_context)
 SBI_MODELS = {
     "zuko_nsf": ("zuko_nsf", False, True),
     "zuko_nsf+lu": ("zuko_nsf", True, True),
     "zuko_maf": ("zuko_maf", False, True),
     "zuko_maf+lu": ("zuko_maf", True, True),
-    "zuko_nsf+lu_noctx": ("zuko_nsf", True, False),  # not in the default grid
+    # not in the default grid
+    "zuko_nsf+lu_noctx": ("zuko_nsf", True, False),
+    "zuko_nsf+lu_first": ("zuko_nsf", {"first": True, "conditioning": "full"}, True),
+    "zuko_maf+lu_first": ("zuko_maf", {"first": True, "conditioning": "full"}, True),
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 

@@ -26,10 +26,13 @@ MODELS = (
 #: each model with LU blocks -> the same model without
 BASELINES = {
     "zuko_nsf+lu": "zuko_nsf",
-    "zuko_nsf+lu_noctx": "zuko_nsf",
     "zuko_maf+lu": "zuko_maf",
     "lampe_lunsf": "lampe_nsf",
     "lampe_lumaf": "lampe_maf",
+    # outside the default grid
+    "zuko_nsf+lu_noctx": "zuko_nsf",
+    "zuko_nsf+lu_first": "zuko_nsf",
+    "zuko_maf+lu_first": "zuko_maf",
 }
 #: the two simulation budgets of each task
 BUDGETS = {
@@ -83,7 +86,11 @@ def _header(note: str) -> list[str]:
         '`+lu` the same with zuko-lu\'s LU blocks interleaved (`posterior_nn("zuko_nsf")`),',
         "likewise `zuko_maf`; `lampe_*` are lampe's `NPE` with `build=` zuko's `NSF`/`MAF`",
         "or zuko-lu's `LUNSF`/`LUMAF` (5 transformations, zuko's default sizes), trained",
-        "by `benchmarks/sbi_lampe.py` with sbi's defaults on z-scored data.",
+        "by `benchmarks/sbi_lampe.py` with sbi's defaults on z-scored data. Outside the",
+        "default grid: `zuko_nsf+lu_noctx`, LU blocks that do not take x",
+        "(`lu_context=False`); `zuko_nsf+lu_first` and `zuko_maf+lu_first`, one more block",
+        "between the z-scoring and the first transformation and every block's whole",
+        'matrix chosen by x (`lu={"first": True, "conditioning": "full"}`).',
         "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
         "those run, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
         "count of max + 1 means the cap stopped training, fewer means early stopping did",

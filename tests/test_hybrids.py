@@ -93,6 +93,14 @@ def test_interleave_structure():
 
     assert interleave(maf, inplace=True) is maf and len(maf.transform.transforms) == 5
 
+    # first=True: one more block, before the first transformation (on the data side)
+    first = interleave(zuko.flows.MAF(3, 2, transforms=2), first=True)
+    names = [type(t).__name__ for t in first.transform.transforms]
+    assert names == ["LULinear", "MaskedAutoregressiveTransform"] * 2
+    assert first.transform.transforms[0].context == 2
+    with pytest.raises(ValueError, match="first: expected a bool"):
+        interleave(zuko.flows.MAF(3, transforms=2), first=1)
+
     # zuko's own fixed transformations (NAF's soft clips) are kept, with LU on both sides
     naf = interleave(zuko.flows.NAF(2, transforms=2, signal=4))
     names = [type(t).__name__ for t in naf.transform.transforms]
@@ -112,6 +120,8 @@ def test_interleave_keeps_trained_density():
     # identity LU blocks: the same density at interleaving, then trainable
     lu = interleave(flow)
     assert torch.allclose(lu().log_prob(x), flow().log_prob(x), atol=1e-6)
+    first = interleave(flow, first=True)
+    assert torch.allclose(first().log_prob(x), flow().log_prob(x), atol=1e-6)
     assert all(p.requires_grad for p in lu.parameters())
 
 

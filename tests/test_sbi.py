@@ -205,6 +205,19 @@ def test_structure_keeps_sbi_pieces():
         "LULinear",
         "MaskedAutoregressiveTransform",
     ]
+    # lu={"first": True}: also a block between the z-scoring and the first transformation
+    # (so one transformation is enough), its whole matrix chosen by x with "full"
+    first = build_estimator(
+        "zuko_nsf", theta, x, num_transforms=1, lu={"first": True, "conditioning": "full"}
+    )
+    assert types(first) == [
+        "UnconditionalTransform",
+        "LULinear",
+        "MaskedAutoregressiveTransform",
+    ]
+    assert first.net.transform.transforms[1].conditioning == "full"
+    assert first.log_prob(theta[None, :5], x[:5]).isfinite().all()
+
     z_score = lu.net.transform.transforms[0]()
     assert isinstance(z_score, ComposedTransform) or hasattr(z_score, "loc")
     assert torch.allclose(z_score(theta).mean(0), torch.zeros(2), atol=1e-5)
@@ -262,6 +275,7 @@ def test_builder_pickles_and_names():
         ("lunsf", {"lu_context": 1}, "lu_context: expected a bool"),
         ("nsf", {}, "model: expected one of lumaf, lunsf, lurealnvp, zuko_bpf"),
         ("zuko_maf", {"num_transforms": 1}, "lu: 'zuko_maf' with num_transforms=1 has 1"),
+        ("zuko_nsf", {"lu": {"first": 1}}, "first: expected a bool"),
         ("lumaf", {"lu_context": False, "lu": {"hidden_features": (8,)}}, None),
     ],
 )

@@ -150,18 +150,23 @@ def interleave(
     features: int | None = None,
     context: int | None = None,
     inplace: bool = False,
+    first: bool = False,
     **kwargs,
 ) -> Flow:
     r"""Creates a flow with an LU block between each pair of consecutive transformations
-    of a flow.
+    of a flow (and, optionally, one before the first).
 
     The flow's transformation :math:`f = f_n \circ \dots \circ f_1` becomes
     :math:`f_n \circ W_{n-1} \circ f_{n-1} \circ \dots \circ W_1 \circ f_1`, each
     :math:`W_k` an :class:`zuko_lu.LULinear` block (with the flow's context width, so a
     conditional flow gets conditional blocks); every existing transformation is kept,
-    fixed permutations or rotations included. The base is kept. With the default
-    identity initialisation, the blocks of an unconditional flow start as the
-    identity, so the density of a trained flow is unchanged until the blocks train.
+    fixed permutations or rotations included. With :py:`first=True`, a block
+    :math:`W_0` also comes before :math:`f_1`, on the data side; with a context (and
+    :py:`conditioning="full"`), it maps the data by an affine map chosen by the context,
+    so that :math:`f_1` sees them shifted, scaled and rotated for each context. The base
+    is kept. With the default identity initialisation, the blocks of an unconditional
+    flow start as the identity, so the density of a trained flow is unchanged until the
+    blocks train.
 
     :math:`D` is read from the base's event shape (or from the transformations'
     ``features`` attributes), and the context width from the first transformation that
@@ -178,11 +183,13 @@ def interleave(
         inplace: If :py:`False` (the default), the flow is deep-copied (trained
             parameters included) and the copy is returned; the input is untouched. If
             :py:`True`, the flow's ``transform`` is replaced and the flow returned.
+        first: Whether an LU block also comes before the first transformation.
         kwargs: Keyword arguments passed to :class:`zuko_lu.LULinear` (`init`,
             `diagonal`, `conditioning`, `hidden_features`, ...).
 
     Returns:
-        The flow (of the input's class) with :math:`n - 1` LU blocks interleaved.
+        The flow (of the input's class) with :math:`n - 1` LU blocks interleaved
+        (:math:`n` with `first`).
 
     Example:
         >>> import zuko
@@ -211,6 +218,8 @@ def interleave(
         if context is None:
             raise ValueError("context: cannot be inferred from the flow; pass context=...")
 
+    if not isinstance(first, bool):
+        raise ValueError(f"first: expected a bool, got {first!r}")
     if not inplace:
         flow = copy.deepcopy(flow)
 
@@ -220,7 +229,7 @@ def interleave(
 
     transforms = []
     for i, t in enumerate(flow.transform.transforms):
-        if i > 0:
+        if i > 0 or first:
             transforms.append(LULinear(features, context, **kwargs).to(**to).train(flow.training))
         transforms.append(t)
 
@@ -249,7 +258,8 @@ class LUMAF(MAF):
         context: The number of context features.
         transforms: The number of autoregressive transformations.
         randperm: Whether features are randomly permuted between transformations.
-        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`, and
+            :func:`interleave`'s `first`.
         lu_context: Whether the LU blocks take the context (see :data:`LU_CONTEXT`).
         kwargs: Keyword arguments passed to :class:`zuko.flows.MaskedAutoregressiveTransform`.
 
@@ -324,7 +334,8 @@ class LUNSF(NSF):
         bins: The number of bins :math:`K`.
         bound: The spline domain's bound :math:`B` (zuko's is 5).
         slope: The minimum slope of the spline transformation(s).
-        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`, and
+            :func:`interleave`'s `first`.
         lu_context: Whether the LU blocks take the context (see :data:`LU_CONTEXT`).
         kwargs: Keyword arguments passed to :class:`zuko.flows.MAF` (`transforms`,
             `randperm`, `passes`, `hidden_features`, ...).
@@ -363,7 +374,8 @@ class LURealNVP(RealNVP):
         context: The number of context features.
         transforms: The number of coupling transformations.
         randmask: Whether random coupling masks are used.
-        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`.
+        lu: Keyword arguments passed to :class:`zuko_lu.LULinear`, and
+            :func:`interleave`'s `first`.
         lu_context: Whether the LU blocks take the context (see :data:`LU_CONTEXT`).
         kwargs: Keyword arguments passed to :class:`zuko.flows.GeneralCouplingTransform`.
 

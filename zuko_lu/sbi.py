@@ -20,8 +20,8 @@ The estimator is sbi's: a :class:`sbi.neural_nets.estimators.ZukoFlow` built by 
 builder of the model, so sbi's z-scoring of :math:`\theta` (a first transformation of
 the flow) and of :math:`x` (before the embedding net), its embedding net and its
 shapes are kept, and the estimator trains, samples, evaluates, saves and loads as
-sbi's own. The LU blocks sit between the flow's transformations, never between the
-z-scoring and the first one.
+sbi's own. The LU blocks sit between the flow's transformations; with
+:py:`lu={"first": True}` one also sits between the z-scoring and the first one.
 
 sbi's argument names mean what they mean in sbi: `hidden_features` (an integer :math:`h`
 gives each transformation's hyper-network :math:`n` hidden layers of width :math:`h`,
@@ -150,7 +150,8 @@ def build_estimator(
             :py:`None`).
         num_bins: The number of bins of spline flows (ignored by the others).
         lu: Whether LU blocks are interleaved (:py:`True`), or a mapping of
-            :class:`zuko_lu.LULinear` options (`init`, `hidden_features`, ...) for them.
+            :class:`zuko_lu.LULinear` options (`init`, `hidden_features`, ...) for them
+            and of :func:`~zuko_lu.interleave`'s `first`.
         lu_context: Whether the LU blocks take the (embedded) condition; the default is
             :data:`zuko_lu.hybrids.LU_CONTEXT`, that of the hybrids.
         kwargs: Keyword arguments passed to sbi's builder and the zuko flow; for
@@ -205,7 +206,7 @@ def build_estimator(
     transforms = list(net.transform.transforms)
     scaled = z_score_x == "transform_to_unconstrained" or z_score_parser(z_score_x)[0]
     head, body = transforms[: int(scaled)], transforms[int(scaled) :]
-    if len(body) < 2:
+    if len(body) < 2 - bool(options.get("first", False)):
         raise ValueError(
             f"lu: {model!r} with num_transforms={num_transforms} has {len(body)} "
             "transformation(s), no place for an LU block"
@@ -359,7 +360,9 @@ def posterior_nn(
         num_bins: The number of bins of spline flows.
         embedding_net: The embedding net of :math:`x`.
         lu: :py:`True`, :py:`False` (sbi's estimator unchanged; only for sbi's models)
-            or a mapping of :class:`zuko_lu.LULinear` options for the LU blocks.
+            or a mapping of :class:`zuko_lu.LULinear` options for the LU blocks, and
+            :func:`~zuko_lu.interleave`'s `first` (a block also between the z-scoring
+            and the flow's first transformation).
         lu_context: Whether the LU blocks take the embedded :math:`x` (see
             :data:`zuko_lu.hybrids.LU_CONTEXT`).
         kwargs: Keyword arguments of the zuko flow (``randperm``, ``passes``, ...), of
