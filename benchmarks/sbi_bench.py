@@ -129,9 +129,22 @@ def observations(task, k: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]
     return [(x[i], task.reference(x[i], n, ref)) for i in range(k)]
 
 
-def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -> dict:
+def train_sbi(task, build, theta: torch.Tensor, x: torch.Tensor, seed: int, max_epochs: int):
+    r"""Trains sbi's ``NPE`` with the density estimator `build` on the simulations, with
+    sbi's defaults after :py:`torch.manual_seed(seed)`; returns the NPE, its trained
+    estimator and the number of epochs run."""
+
     from sbi.inference import NPE
 
+    torch.manual_seed(seed)
+    npe = NPE(task.prior, density_estimator=build, show_progress_bars=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        estimator = npe.append_simulations(theta, x).train(max_num_epochs=max_epochs)
+    return npe, estimator, int(npe._summary["epochs_trained"][-1])
+
+
+def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -> dict:
     task = TASKS[task_name]
     theta, x = simulations(task, budget, seed)
 
@@ -139,13 +152,7 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     if model in LAMPE:
         estimator, epochs = train(model, theta, x, seed, args.max_epochs)
     else:
-        torch.manual_seed(seed)
-        npe = NPE(task.prior, density_estimator=builder(model), show_progress_bars=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            npe.append_simulations(theta, x)
-            estimator = npe.train(max_num_epochs=args.max_epochs)
-        epochs = int(npe._summary["epochs_trained"][-1])
+        npe, estimator, epochs = train_sbi(task, builder(model), theta, x, seed, args.max_epochs)
         posterior = npe.build_posterior(estimator)
     train_s = time.perf_counter() - start
     estimator.eval()

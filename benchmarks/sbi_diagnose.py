@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sbi_bench import TEST_SEED, simulations  # noqa: E402
+from benchmarks.sbi_bench import TEST_SEED, simulations, train_sbi  # noqa: E402
 from benchmarks.sbi_tasks import TASKS  # noqa: E402
 
 
@@ -39,21 +38,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from sbi.inference import NPE
-
     from zuko_lu.sbi import posterior_nn
 
     task = TASKS[args.task]
     theta, x = simulations(task, args.budget, args.seed)
     test_theta, test_x = simulations(task, 5000, TEST_SEED)
 
-    torch.manual_seed(args.seed)
     build = posterior_nn(args.model, **json.loads(args.options))
-    npe = NPE(task.prior, density_estimator=build, show_progress_bars=False)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        estimator = npe.append_simulations(theta, x).train(max_num_epochs=args.max_epochs)
+    _, estimator, epochs = train_sbi(task, build, theta, x, args.seed, args.max_epochs)
     seconds = time.perf_counter() - start
     estimator.eval()
     with torch.no_grad():
@@ -68,7 +61,7 @@ def main() -> None:
         "model": args.model,
         "options": json.loads(args.options),
         "seed": args.seed,
-        "epochs": int(npe._summary["epochs_trained"][-1]),
+        "epochs": epochs,
         "held_out_nll": round(held_out, 3),
         "training_nll": round(training, 3),
         "outside_prior": round(outside, 3),

@@ -50,12 +50,12 @@ class LampeEstimator(nn.Module):
             self.register_buffer(f"{key}_mean", data.mean(0))
             self.register_buffer(f"{key}_std", data.std(0).clamp(min=1e-12))
 
-    def _scaled(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        return (theta - self.theta_mean) / self.theta_std, (x - self.x_mean) / self.x_std
+    def _x(self, x: Tensor) -> Tensor:
+        return (x - self.x_mean) / self.x_std
 
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
-        theta, x = self._scaled(theta, x)
-        return self.npe(theta, x) - self.theta_std.log().sum()
+        theta = (theta - self.theta_mean) / self.theta_std
+        return self.npe(theta, self._x(x)) - self.theta_std.log().sum()
 
     def loss(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The negative log-density of each pair, as sbi's estimators' ``loss``."""
@@ -63,8 +63,7 @@ class LampeEstimator(nn.Module):
         return -self.log_prob(theta, x)
 
     def sample(self, shape: tuple[int, ...], x: Tensor) -> Tensor:
-        x = (x - self.x_mean) / self.x_std
-        return self.theta_mean + self.theta_std * self.npe.flow(x).sample(shape)
+        return self.theta_mean + self.theta_std * self.npe.flow(self._x(x)).sample(shape)
 
     def posterior_sample(self, n: int, x_o: Tensor, prior) -> Tensor:
         r"""`n` samples at one observation, those outside the prior's support rejected (as

@@ -207,6 +207,9 @@ def interleave(
             f"got {type(flow).__name__} with {type(getattr(flow, 'transform', None)).__name__}"
         )
 
+    if not isinstance(first, bool):
+        raise ValueError(f"first: expected a bool, got {first!r}")
+
     features = _features_of(flow) if features is None else features
     if features is None:
         raise ValueError("features: cannot be inferred from the flow; pass features=...")
@@ -218,8 +221,6 @@ def interleave(
         if context is None:
             raise ValueError("context: cannot be inferred from the flow; pass context=...")
 
-    if not isinstance(first, bool):
-        raise ValueError(f"first: expected a bool, got {first!r}")
     if not inplace:
         flow = copy.deepcopy(flow)
 

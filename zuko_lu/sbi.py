@@ -206,7 +206,7 @@ def build_estimator(
     transforms = list(net.transform.transforms)
     scaled = z_score_x == "transform_to_unconstrained" or z_score_parser(z_score_x)[0]
     head, body = transforms[: int(scaled)], transforms[int(scaled) :]
-    if len(body) < 2 - bool(options.get("first", False)):
+    if len(body) < 2 and not options.get("first"):
         raise ValueError(
             f"lu: {model!r} with num_transforms={num_transforms} has {len(body)} "
             "transformation(s), no place for an LU block"
