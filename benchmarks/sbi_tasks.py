@@ -102,18 +102,38 @@ class TwoMoons(Task):
         log_normal = -0.5 * ((r - 0.1) / 0.01) ** 2 - math.log(0.01 * math.sqrt(2 * math.pi))
         return torch.where(d[..., 0] > 0, log_normal - math.log(math.pi) - r.log(), -math.inf)
 
+    def _shares(self, x: Tensor, generator: torch.Generator, draws: int) -> tuple[Tensor, Tensor]:
+        r"""For each :math:`x`, the shares of `draws` noise draws :math:`p` whose point
+        :math:`m = x - p` is in the image of the plane (:math:`m_1 \le 0`) and of the
+        prior's square (also :math:`|m_1| + |m_2| \le \sqrt 2`)."""
+
+        noise = self.noise(draws, generator).double()
+        plane, square = [], []
+        for chunk in x.double().split(256):
+            w, v = chunk[:, None, 0] - noise[:, 0], chunk[:, None, 1] - noise[:, 1]
+            plane.append((w <= 0).double().mean(-1))
+            square.append(((w <= 0) & (w.abs() + v.abs() <= math.sqrt(2))).double().mean(-1))
+        return torch.cat(plane), torch.cat(square)
+
     def log_evidence(self, x: Tensor, generator: torch.Generator, draws: int = 20_000) -> Tensor:
         r""":math:`\log p(x)`: :math:`m(\theta) = (-|\theta_1 + \theta_2|, \theta_2 -
         \theta_1) / \sqrt 2` is uniform with density 1/2 on the left half of the square
         :math:`|u| + |v| \le \sqrt 2`, so :math:`p(x)` is half the probability that
         :math:`x` minus the noise falls there, estimated from `draws` noise draws."""
 
-        noise = self.noise(draws, generator).double()
-        inside = []
-        for chunk in x.double().split(256):
-            w, v = chunk[:, None, 0] - noise[:, 0], chunk[:, None, 1] - noise[:, 1]
-            inside.append(((w <= 0) & (w.abs() + v.abs() <= math.sqrt(2))).double().mean(-1))
-        return (0.5 * torch.cat(inside)).log()
+        return (0.5 * self._shares(x, generator, draws)[1]).log()
+
+    def box_cut(self, x: Tensor, generator: torch.Generator, draws: int = 20_000) -> Tensor:
+        r"""The share of the likelihood's two arcs that the prior's square cuts off at
+        each :math:`x`, :math:`1 - \int_{[-1, 1]^2} p(x \mid \theta) \, d\theta /
+        \int_{\mathbb{R}^2} p(x \mid \theta) \, d\theta`. The posterior is the arcs
+        cut to the square and renormalised: a density that fits the arcs exactly but not
+        the square's edges scores :math:`-\log(1 - \text{cut})` nats above it at
+        :math:`x`. By the map of :meth:`log_evidence` (two branches, volume kept), the
+        share of the noise draws in the plane's image that fall outside the square's."""
+
+        plane, square = self._shares(x, generator, draws)
+        return 1 - square / plane.clamp(min=1 / draws)
 
     def log_posterior(self, theta: Tensor, x: Tensor, generator: torch.Generator) -> Tensor:
         r"""Bayes' rule, :math:`\log p(x \mid \theta) + \log p(\theta) - \log p(x)`, with

@@ -76,3 +76,20 @@ def test_lampe_posterior_draws_stay_in_the_prior(bench):
     finally:
         torch.distributions.Distribution.set_default_validate_args(before)
     assert draws.shape == (300, 2) and task.prior.support.check(draws).all()
+
+
+def test_diagnosis_splits_the_excess_over_the_floor(bench):
+    # the true posterior loses nothing; log q = log p - log 4 loses log 4 on every pair,
+    # split between the pairs the square cuts and the rest by their share
+    diagnose = importlib.import_module("benchmarks.sbi_diagnose")
+    task = bench.TASKS["two_moons"]
+    theta, x = bench.simulations(task, 500, bench.TEST_SEED)
+    log_p = task.log_posterior(theta, x, torch.Generator().manual_seed(bench.TEST_SEED + 1))
+    exact = diagnose.lost(task, log_p, theta, x)
+    assert exact["above_floor"] == 0.0 and exact["floor"] == round(-log_p.mean().item(), 3)
+    assert 0.05 < exact["cut_pairs"] < 0.3 and 0.0 < exact["arcs_exact"] < 0.3
+    wide = diagnose.lost(task, log_p - math.log(4), theta, x)
+    assert wide["above_floor"] == round(math.log(4), 3)
+    parts = wide["above_floor_cut_pairs"] + wide["above_floor_other_pairs"]
+    assert abs(parts - math.log(4)) < 2e-3
+    assert abs(wide["above_floor_cut_pairs"] - wide["cut_pairs"] * math.log(4)) < 2e-3

@@ -118,6 +118,20 @@ def test_two_moons_evidence_is_the_prior_mean_of_the_likelihood():
         assert torch.isclose(estimate, brute, rtol=0.05)
 
 
+def test_two_moons_box_cut_is_the_likelihood_mass_outside_the_prior():
+    # 1 - (mass of p(x | theta) on the square) / (its mass on the plane), by brute force
+    # over uniform draws on [-2, 2]^2, which holds the whole arcs of these x
+    task = TwoMoons()
+    x_o = task.simulate(torch.tensor([[0.97, 0.97], [-0.98, 0.1], [0.3, -0.4]]), gen())
+    cut = task.box_cut(x_o, gen(2))
+    theta = (torch.rand(4_000_000, 2, generator=gen(1)) - 0.5) * 4
+    for x, c in zip(x_o, cut, strict=True):
+        density = task.log_likelihood(theta, x).exp()
+        brute = 1 - (density * (theta.abs() <= 1).all(-1)).sum() / density.sum()
+        assert abs(c - brute) < 0.02
+    assert cut[0] > 0.1 and cut[1] > 0.5 and cut[2] == 0  # at a corner, an edge, inside
+
+
 @pytest.mark.parametrize("name", ["two_moons", "gaussian_linear", "gaussian_mixture"])
 def test_log_posterior_floor(name: str):
     # the true posterior scores better on its own pairs than a wider or shifted one would
