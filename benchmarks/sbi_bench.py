@@ -17,7 +17,10 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   that do not take the data (:py:`lu_context=False`), and ``zuko_nsf+lu_first`` and
   ``zuko_maf+lu_first`` one more block, between the z-scoring and the first
   transformation, and every block's whole matrix chosen by the data
-  (:py:`lu={"first": True, "conditioning": "full"}`). lampe's models (``lampe_nsf``,
+  (:py:`lu={"first": True, "conditioning": "full"}`); ``zuko_nsf_unc`` and
+  ``zuko_nsf_unc+lu_first`` are ``zuko_nsf`` and ``zuko_nsf+lu_first`` with sbi's map
+  of θ to an unconstrained space in place of the z-scoring
+  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`). lampe's models (``lampe_nsf``,
   ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with
   ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
   :mod:`benchmarks.sbi_lampe`.
@@ -68,35 +71,41 @@ from benchmarks.sbi_lampe import LampeEstimator, train  # noqa: E402
 from benchmarks.sbi_report import BUDGETS, MODELS, render  # noqa: E402
 from benchmarks.sbi_tasks import TASKS, c2st, coverage_levels  # noqa: E402
 
-#: sbi's models: name -> (sbi's model, posterior_nn's lu, its lu_context)
+#: sbi's models: name -> (sbi's model, posterior_nn's lu, its lu_context, its other
+#: options; "prior" stands for the task's prior)
+FIRST = {"first": True, "conditioning": "full"}
+UNCONSTRAINED = {"z_score_theta": "transform_to_unconstrained", "x_dist": "prior"}
 SBI_MODELS = {
-    "zuko_nsf": ("zuko_nsf", False, True),
-    "zuko_nsf+lu": ("zuko_nsf", True, True),
-    "zuko_maf": ("zuko_maf", False, True),
-    "zuko_maf+lu": ("zuko_maf", True, True),
+    "zuko_nsf": ("zuko_nsf", False, True, {}),
+    "zuko_nsf+lu": ("zuko_nsf", True, True, {}),
+    "zuko_maf": ("zuko_maf", False, True, {}),
+    "zuko_maf+lu": ("zuko_maf", True, True, {}),
     # not in the default grid
-    "zuko_nsf+lu_noctx": ("zuko_nsf", True, False),
-    "zuko_nsf+lu_first": ("zuko_nsf", {"first": True, "conditioning": "full"}, True),
-    "zuko_maf+lu_first": ("zuko_maf", {"first": True, "conditioning": "full"}, True),
+    "zuko_nsf+lu_noctx": ("zuko_nsf", True, False, {}),
+    "zuko_nsf+lu_first": ("zuko_nsf", FIRST, True, {}),
+    "zuko_maf+lu_first": ("zuko_maf", FIRST, True, {}),
+    "zuko_nsf_unc": ("zuko_nsf", False, True, UNCONSTRAINED),
+    "zuko_nsf_unc+lu_first": ("zuko_nsf", FIRST, True, UNCONSTRAINED),
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 
 
-def builder(model: str):
+def builder(model: str, task):
     from zuko_lu.sbi import posterior_nn
 
-    name, lu, lu_context = SBI_MODELS[model]
-    return posterior_nn(name, lu=lu, lu_context=lu_context)
+    name, lu, lu_context, options = SBI_MODELS[model]
+    options = {k: task.prior if v == "prior" else v for k, v in options.items()}
+    return posterior_nn(name, lu=lu, lu_context=lu_context, **options)
 
 
-def step_time(model: str, theta: torch.Tensor, x: torch.Tensor) -> float:
+def step_time(model: str, task, theta: torch.Tensor, x: torch.Tensor) -> float:
     r"""Median ms per Adam step of a fresh estimator at batch 200."""
 
     torch.manual_seed(0)
     if model in LAMPE:
         estimator = LampeEstimator(model, theta, x)
     else:
-        estimator = builder(model)(theta[:200], x[:200])
+        estimator = builder(model, task)(theta[:200], x[:200])
     opt = torch.optim.Adam(estimator.parameters(), lr=5e-4)
     times = []
     for block in range(6):
@@ -152,7 +161,9 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
     if model in LAMPE:
         estimator, epochs = train(model, theta, x, seed, args.max_epochs)
     else:
-        npe, estimator, epochs = train_sbi(task, builder(model), theta, x, seed, args.max_epochs)
+        npe, estimator, epochs = train_sbi(
+            task, builder(model, task), theta, x, seed, args.max_epochs
+        )
         posterior = npe.build_posterior(estimator)
     train_s = time.perf_counter() - start
     estimator.eval()
@@ -199,7 +210,7 @@ def run(task_name: str, budget: int, model: str, seed: int, args, cache: dict) -
         "c2st_each": scores,
         "cov68": (levels < 0.68).float().mean().item(),
         "cov95": (levels < 0.95).float().mean().item(),
-        "ms_step": step_time(model, theta, x),
+        "ms_step": step_time(model, task, theta, x),
         "test": args.test,
         "observations": args.observations,
         "samples": args.samples,

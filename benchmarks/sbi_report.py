@@ -33,6 +33,7 @@ BASELINES = {
     "zuko_nsf+lu_noctx": "zuko_nsf",
     "zuko_nsf+lu_first": "zuko_nsf",
     "zuko_maf+lu_first": "zuko_maf",
+    "zuko_nsf_unc+lu_first": "zuko_nsf_unc",
 }
 #: the two simulation budgets of each task
 BUDGETS = {
@@ -90,7 +91,10 @@ def _header(note: str) -> list[str]:
         "default grid: `zuko_nsf+lu_noctx`, LU blocks that do not take x",
         "(`lu_context=False`); `zuko_nsf+lu_first` and `zuko_maf+lu_first`, one more block",
         "between the z-scoring and the first transformation and every block's whole",
-        'matrix chosen by x (`lu={"first": True, "conditioning": "full"}`).',
+        'matrix chosen by x (`lu={"first": True, "conditioning": "full"}`);',
+        "`zuko_nsf_unc` and `zuko_nsf_unc+lu_first`, the same with sbi's map of θ to an",
+        "unconstrained space instead of the z-scoring",
+        '(`z_score_theta="transform_to_unconstrained", x_dist=prior`).',
         "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
         "those run, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
         "count of max + 1 means the cap stopped training, fewer means early stopping did",
