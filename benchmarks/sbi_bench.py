@@ -20,10 +20,10 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   (:py:`lu={"first": True, "conditioning": "full"}`); ``zuko_nsf_unc`` and
   ``zuko_nsf_unc+lu_first`` are ``zuko_nsf`` and ``zuko_nsf+lu_first`` with sbi's map
   of θ to an unconstrained space in place of the z-scoring
-  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`). lampe's models (``lampe_nsf``,
-  ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``): ``lampe.inference.NPE`` with
-  ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF, trained with the same defaults by
-  :mod:`benchmarks.sbi_lampe`.
+  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`). lampe's models
+  (``lampe_nsf``, ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``):
+  ``lampe.inference.NPE`` with ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF,
+  trained with the same defaults by :mod:`benchmarks.sbi_lampe`.
 * **held-out NLL**: :math:`-\log q(\theta \mid x)` of the estimator (not renormalised to
   the prior's support), mean over `--test` fresh pairs (one fixed set per task).
   **floor**: the true posterior's on the same pairs (``Task.log_posterior``), the lowest
@@ -90,12 +90,17 @@ SBI_MODELS = {
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 
 
+def with_prior(options: dict, task) -> dict:
+    r"""`options` with the value "prior" replaced by the task's prior."""
+
+    return {k: task.prior if v == "prior" else v for k, v in options.items()}
+
+
 def builder(model: str, task):
     from zuko_lu.sbi import posterior_nn
 
     name, lu, lu_context, options = SBI_MODELS[model]
-    options = {k: task.prior if v == "prior" else v for k, v in options.items()}
-    return posterior_nn(name, lu=lu, lu_context=lu_context, **options)
+    return posterior_nn(name, lu=lu, lu_context=lu_context, **with_prior(options, task))
 
 
 def step_time(model: str, task, theta: torch.Tensor, x: torch.Tensor) -> float:

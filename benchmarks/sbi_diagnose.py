@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sbi_bench import TEST_SEED, simulations, train_sbi  # noqa: E402
+from benchmarks.sbi_bench import TEST_SEED, simulations, train_sbi, with_prior  # noqa: E402
 from benchmarks.sbi_tasks import TASKS  # noqa: E402
 
 
@@ -69,10 +69,7 @@ def main() -> None:
     theta, x = simulations(task, args.budget, args.seed)
     test_theta, test_x = simulations(task, 5000, TEST_SEED)
 
-    options = json.loads(args.options)
-    if options.get("x_dist") == "prior":
-        options["x_dist"] = task.prior
-    build = posterior_nn(args.model, **options)
+    build = posterior_nn(args.model, **with_prior(json.loads(args.options), task))
     start = time.perf_counter()
     _, estimator, epochs = train_sbi(task, build, theta, x, args.seed, args.max_epochs)
     seconds = time.perf_counter() - start
