@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sbi_bench import TEST_SEED, simulations, train_sbi, with_prior  # noqa: E402
+from benchmarks import sbi_bench  # noqa: E402
 from benchmarks.sbi_tasks import TASKS  # noqa: E402
 
 
@@ -39,8 +39,8 @@ def lost(task, log_q: torch.Tensor, theta: torch.Tensor, x: torch.Tensor) -> dic
     posterior the prior's square cuts and from the others (each a sum over its pairs
     divided by all pairs), and the excess of a density exact on the uncut arcs."""
 
-    log_p = task.log_posterior(theta, x, torch.Generator().manual_seed(TEST_SEED + 1))
-    cut = task.box_cut(x, torch.Generator().manual_seed(TEST_SEED + 2))
+    log_p = sbi_bench.true_log_posterior(task, theta, x)
+    cut = task.box_cut(x, torch.Generator().manual_seed(sbi_bench.TEST_SEED + 2))
     excess, at = log_p - log_q.double(), cut >= 0.01
     return {
         "floor": round(-log_p.mean().item(), 3),
@@ -66,12 +66,13 @@ def main() -> None:
     from zuko_lu.sbi import posterior_nn
 
     task = TASKS[args.task]
-    theta, x = simulations(task, args.budget, args.seed)
-    test_theta, test_x = simulations(task, 5000, TEST_SEED)
+    theta, x = sbi_bench.simulations(task, args.budget, args.seed)
+    test_theta, test_x = sbi_bench.simulations(task, 5000, sbi_bench.TEST_SEED)
 
-    build = posterior_nn(args.model, **with_prior(json.loads(args.options), task))
+    options = json.loads(args.options)
+    build = posterior_nn(args.model, **sbi_bench.with_prior(options, task))
     start = time.perf_counter()
-    _, estimator, epochs = train_sbi(task, build, theta, x, args.seed, args.max_epochs)
+    _, estimator, epochs = sbi_bench.train_sbi(task, build, theta, x, args.seed, args.max_epochs)
     seconds = time.perf_counter() - start
     estimator.eval()
     with torch.no_grad():
@@ -85,7 +86,7 @@ def main() -> None:
         "task": args.task,
         "budget": args.budget,
         "model": args.model,
-        "options": json.loads(args.options),
+        "options": options,
         "seed": args.seed,
         "epochs": epochs,
         "held_out_nll": round(held_out, 3),

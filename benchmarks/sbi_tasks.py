@@ -111,8 +111,9 @@ class TwoMoons(Task):
         plane, square = [], []
         for chunk in x.double().split(256):
             w, v = chunk[:, None, 0] - noise[:, 0], chunk[:, None, 1] - noise[:, 1]
-            plane.append((w <= 0).double().mean(-1))
-            square.append(((w <= 0) & (w.abs() + v.abs() <= math.sqrt(2))).double().mean(-1))
+            left = w <= 0
+            plane.append(left.double().mean(-1))
+            square.append((left & (w.abs() + v.abs() <= math.sqrt(2))).double().mean(-1))
         return torch.cat(plane), torch.cat(square)
 
     def log_evidence(self, x: Tensor, generator: torch.Generator, draws: int = 20_000) -> Tensor:
