@@ -20,7 +20,9 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   (:py:`lu={"first": True, "conditioning": "full"}`); ``zuko_nsf_unc`` and
   ``zuko_nsf_unc+lu_first`` are ``zuko_nsf`` and ``zuko_nsf+lu_first`` with sbi's map
   of θ to an unconstrained space in place of the z-scoring
-  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`). lampe's models
+  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`), and
+  ``zuko_nsf_24bins`` and ``zuko_nsf_24bins+lu_first`` the same two with 24 bins
+  (:py:`num_bins=24`) in place of sbi's 10. lampe's models
   (``lampe_nsf``, ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``):
   ``lampe.inference.NPE`` with ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF,
   trained with the same defaults by :mod:`benchmarks.sbi_lampe`.
@@ -86,6 +88,8 @@ SBI_MODELS = {
     "zuko_maf+lu_first": ("zuko_maf", FIRST, True, {}),
     "zuko_nsf_unc": ("zuko_nsf", False, True, UNCONSTRAINED),
     "zuko_nsf_unc+lu_first": ("zuko_nsf", FIRST, True, UNCONSTRAINED),
+    "zuko_nsf_24bins": ("zuko_nsf", False, True, {"num_bins": 24}),
+    "zuko_nsf_24bins+lu_first": ("zuko_nsf", FIRST, True, {"num_bins": 24}),
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 

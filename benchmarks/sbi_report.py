@@ -34,6 +34,7 @@ BASELINES = {
     "zuko_nsf+lu_first": "zuko_nsf",
     "zuko_maf+lu_first": "zuko_maf",
     "zuko_nsf_unc+lu_first": "zuko_nsf_unc",
+    "zuko_nsf_24bins+lu_first": "zuko_nsf_24bins",
 }
 #: the two simulation budgets of each task
 BUDGETS = {
@@ -94,7 +95,9 @@ def _header(note: str) -> list[str]:
         'matrix chosen by x (`lu={"first": True, "conditioning": "full"}`);',
         "`zuko_nsf_unc` and `zuko_nsf_unc+lu_first`, the same with sbi's map of θ to an",
         "unconstrained space instead of the z-scoring",
-        '(`z_score_theta="transform_to_unconstrained", x_dist=prior`).',
+        '(`z_score_theta="transform_to_unconstrained", x_dist=prior`);',
+        "`zuko_nsf_24bins` and `zuko_nsf_24bins+lu_first`, `zuko_nsf` and",
+        "`zuko_nsf+lu_first` with 24 bins (`num_bins=24`) instead of sbi's 10.",
         "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
         "those run, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
         "count of max + 1 means the cap stopped training, fewer means early stopping did",
