@@ -22,7 +22,9 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   of θ to an unconstrained space in place of the z-scoring
   (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`), and
   ``zuko_nsf_24bins`` and ``zuko_nsf_24bins+lu_first`` the same two with 24 bins
-  (:py:`num_bins=24`) in place of sbi's 10. lampe's models
+  (:py:`num_bins=24`) in place of sbi's 10; ``zuko_nsf+lu_first_h128`` is
+  ``zuko_nsf+lu_first`` with (128, 128) hyper-networks for the LU blocks in place of
+  (64, 64). lampe's models
   (``lampe_nsf``, ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``):
   ``lampe.inference.NPE`` with ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF,
   trained with the same defaults by :mod:`benchmarks.sbi_lampe`.
@@ -90,6 +92,7 @@ SBI_MODELS = {
     "zuko_nsf_unc+lu_first": ("zuko_nsf", FIRST, True, UNCONSTRAINED),
     "zuko_nsf_24bins": ("zuko_nsf", False, True, {"num_bins": 24}),
     "zuko_nsf_24bins+lu_first": ("zuko_nsf", FIRST, True, {"num_bins": 24}),
+    "zuko_nsf+lu_first_h128": ("zuko_nsf", {**FIRST, "hidden_features": [128, 128]}, True, {}),
 }
 TEST_SEED, OBS_SEED, REF_SEED = 10_000, 20_000, 30_000
 

@@ -35,6 +35,7 @@ BASELINES = {
     "zuko_maf+lu_first": "zuko_maf",
     "zuko_nsf_unc+lu_first": "zuko_nsf_unc",
     "zuko_nsf_24bins+lu_first": "zuko_nsf_24bins",
+    "zuko_nsf+lu_first_h128": "zuko_nsf",
 }
 #: the two simulation budgets of each task
 BUDGETS = {
@@ -97,7 +98,9 @@ def _header(note: str) -> list[str]:
         "unconstrained space instead of the z-scoring",
         '(`z_score_theta="transform_to_unconstrained", x_dist=prior`);',
         "`zuko_nsf_24bins` and `zuko_nsf_24bins+lu_first`, `zuko_nsf` and",
-        "`zuko_nsf+lu_first` with 24 bins (`num_bins=24`) instead of sbi's 10.",
+        "`zuko_nsf+lu_first` with 24 bins (`num_bins=24`) instead of sbi's 10;",
+        "`zuko_nsf+lu_first_h128`, `zuko_nsf+lu_first` with (128, 128) hyper-networks",
+        "for the LU blocks instead of (64, 64).",
         "Per-seed values in brackets; C2ST and coverage are means over seeds. Epochs are",
         "those run, per seed; sbi's loop runs up to `max_num_epochs` + 1 epochs, so a",
         "count of max + 1 means the cap stopped training, fewer means early stopping did",
