@@ -13,18 +13,9 @@ For each task (:mod:`benchmarks.sbi_tasks`), simulation budget (two per task,
   ``zuko_nsf`` is :py:`zuko_lu.sbi.posterior_nn("zuko_nsf", lu=False)` (sbi's own
   estimator), ``zuko_nsf+lu`` :py:`posterior_nn("zuko_nsf")` (LU blocks interleaved),
   and likewise ``zuko_maf`` and ``zuko_maf+lu``; sbi's default sizes (5 transforms, 50
-  hidden units, 10 bins). Outside the default grid, ``zuko_nsf+lu_noctx`` has LU blocks
-  that do not take the data (:py:`lu_context=False`), and ``zuko_nsf+lu_first`` and
-  ``zuko_maf+lu_first`` one more block, between the z-scoring and the first
-  transformation, and every block's whole matrix chosen by the data
-  (:py:`lu={"first": True, "conditioning": "full"}`); ``zuko_nsf_unc`` and
-  ``zuko_nsf_unc+lu_first`` are ``zuko_nsf`` and ``zuko_nsf+lu_first`` with sbi's map
-  of θ to an unconstrained space in place of the z-scoring
-  (:py:`z_score_theta="transform_to_unconstrained", x_dist=prior`), and
-  ``zuko_nsf_24bins`` and ``zuko_nsf_24bins+lu_first`` the same two with 24 bins
-  (:py:`num_bins=24`) in place of sbi's 10; ``zuko_nsf+lu_first_h128`` is
-  ``zuko_nsf+lu_first`` with (128, 128) hyper-networks for the LU blocks in place of
-  (64, 64). lampe's models
+  hidden units, 10 bins). The rows outside the default grid (:data:`SBI_MODELS` after
+  those four) are described once, in the report's header
+  (:func:`benchmarks.sbi_report._header`). lampe's models
   (``lampe_nsf``, ``lampe_lunsf``, ``lampe_maf``, ``lampe_lumaf``):
   ``lampe.inference.NPE`` with ``build=`` zuko's NSF/MAF or zuko-lu's LUNSF/LUMAF,
   trained with the same defaults by :mod:`benchmarks.sbi_lampe`.
